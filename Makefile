@@ -1,0 +1,30 @@
+# Quick start: `make demo` and `make test` work on a fresh machine (they create .venv themselves).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# torch is installed first and pinned, so pip takes the CPU wheel on this disk rather than a
+# multi-GB CUDA build when it resolves the package's `torch>=2.3`.
+TORCH := torch==2.13.0
+
+.PHONY: venv demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(PY) scripts/demo.py
+
+test: venv
+	$(PY) -m pytest -q
+
+bench: venv
+	$(PY) benchmarks/bench_upscale.py
+
+clean:
+	rm -rf $(VENV) build demo-output .pytest_cache

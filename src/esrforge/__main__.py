@@ -1,0 +1,3 @@
+from esrforge.cli import main
+
+raise SystemExit(main())

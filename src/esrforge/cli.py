@@ -1,0 +1,271 @@
+"""The `esrforge` command. Each subcommand is a plain typed function; `main` only parses."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from esrforge import __version__
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as one line, exit code 1."""
+
+
+# --- info / convert / interpolate ----------------------------------------------------------------
+
+
+def info(model: Path, *, as_json: bool = False) -> int:
+    """Print what a model file holds."""
+    from esrforge.modelio import load_model
+
+    lm = load_model(model)
+    rec = lm.descriptor.info()
+    if as_json:
+        print(json.dumps(rec, indent=2))
+        return 0
+    width = max(len(k) for k in rec)
+    for k, v in rec.items():
+        print(f"{k:<{width}}  {v:,}" if k == "params" else f"{k:<{width}}  {v}")
+    for note in lm.descriptor.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def convert(src: Path, dst: Path, *, layout: str = "basicsr", half: bool = False) -> int:
+    """Rewrite a model in another layout and/or format (format follows DST's extension)."""
+    from esrforge.modelio import load_model, save_model
+
+    _refuse_same_file(src, dst)
+    lm = load_model(src)
+    save_model(dst, lm.module.state_dict(), lm.descriptor, layout=layout, half=half)
+    print(f"wrote {dst} ({lm.descriptor.arch} x{lm.descriptor.scale}, layout {layout}{', fp16' if half else ''})")
+    return 0
+
+
+def interpolate(a: Path, b: Path, *, alpha: float, output: Path, layout: str = "basicsr", half: bool = False) -> int:
+    """Network interpolation (ESRGAN paper): every weight = (1 - alpha) * A + alpha * B."""
+    from esrforge.modelio import load_model, save_model
+
+    if not 0.0 <= alpha <= 1.0:
+        raise CommandError(f"--alpha must be between 0 and 1, got {alpha}")
+    _refuse_same_file(a, output)
+    _refuse_same_file(b, output)
+    ma, mb = load_model(a), load_model(b)
+    da, db = ma.descriptor, mb.descriptor
+    if da.arch != db.arch or da.hparams != db.hparams:
+        raise CommandError(
+            f"cannot interpolate different models: {a} is {da.arch} {da.hparams}, {b} is {db.arch} {db.hparams}"
+        )
+    sa, sb = ma.module.state_dict(), mb.module.state_dict()
+    mixed = {k: (1.0 - alpha) * sa[k].float() + alpha * sb[k].float() for k in sa}
+    save_model(output, mixed, da, layout=layout, half=half)
+    print(f"wrote {output} = {1 - alpha:g} * {a.name} + {alpha:g} * {b.name}")
+    return 0
+
+
+def _refuse_same_file(src: Path, dst: Path) -> None:
+    if dst.exists() and src.exists() and os.path.samefile(src, dst):
+        raise CommandError(f"{dst}: output is the input file; refusing to overwrite it")
+
+
+# --- upscale ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    src: Path
+    dst: Path
+
+
+def _image_suffixes() -> tuple[str, ...]:
+    from esrforge.images import IMAGE_SUFFIXES
+
+    return IMAGE_SUFFIXES
+
+
+def collect_inputs(inputs: Sequence[str]) -> list[tuple[Path, Path]]:
+    """Expand files, folders (recursive) and globs into (file, path relative to its root)."""
+    suffixes = _image_suffixes()
+    found: list[tuple[Path, Path]] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in suffixes)
+            found += [(f, f.relative_to(p)) for f in files]
+        elif p.is_file():
+            found.append((p, Path(p.name)))
+        elif glob.has_magic(item):
+            matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
+            found += [(m, Path(m.name)) for m in matches if m.is_file() and m.suffix.lower() in suffixes]
+        else:
+            raise CommandError(f"{item}: no such file or folder")
+    return found
+
+
+def plan_outputs(
+    inputs: Sequence[str], output: Path, *, suffix: str = "", fmt: str = "same"
+) -> list[Job]:
+    """Map each input image to its output path (one file, or a folder mirroring the inputs)."""
+    from esrforge.images import FORMATS
+
+    found = collect_inputs(inputs)
+    if not found:
+        raise CommandError(f"no images found in {', '.join(inputs)}")
+    single_file = len(inputs) == 1 and Path(inputs[0]).is_file() and output.suffix.lower() in _image_suffixes()
+    if single_file:
+        if suffix or fmt != "same":
+            raise CommandError("--suffix and --format apply to folder outputs; name the output file instead")
+        return [Job(found[0][0], output)]
+    jobs: list[Job] = []
+    for src, rel in found:
+        ext = rel.suffix if fmt == "same" else FORMATS[fmt]
+        jobs.append(Job(src, output / rel.with_name(rel.stem + suffix + ext)))
+    return jobs
+
+
+def _tile_arg(value: str) -> int | str:
+    if value == "auto":
+        return "auto"
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--tile must be 'auto' or a whole number, got {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError("--tile must be >= 0 (0 = whole image)")
+    return n
+
+
+def upscale(
+    inputs: Sequence[str],
+    *,
+    output: Path,
+    models: Sequence[str],
+    suffix: str = "",
+    fmt: str = "same",
+    overwrite: bool = False,
+    tile: int | str = "auto",
+    seamless: str | None = None,
+    outscale: float | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    quiet: bool = False,
+) -> int:
+    """Upscale images; returns 1 if any image failed, after doing all the others."""
+    from tqdm import tqdm
+
+    from esrforge.images import ImageError, read_image, write_image
+    from esrforge.infer import Upscaler
+    from esrforge.modelio import load_model
+
+    if not models:
+        raise CommandError(
+            "no model given: pass one with -m MODEL (a .pth or .safetensors ESRGAN-family file); "
+            "esrforge does not bundle a default model yet"
+        )
+    jobs = plan_outputs(inputs, output, suffix=suffix, fmt=fmt)
+    input_files = {j.src.resolve() for j in jobs}
+    loaded = [load_model(m) for m in models]
+    try:
+        up = Upscaler(loaded, device=device, precision=precision, tile=tile, seamless=seamless, outscale=outscale)
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+    done = skipped = failed = 0
+    bar = tqdm(jobs, unit="img", disable=quiet or len(jobs) < 2, dynamic_ncols=True)
+    for job in bar:
+        if job.dst.resolve() in input_files:
+            tqdm.write(f"error: {job.dst}: output would overwrite an input image; use --suffix or another -o")
+            failed += 1
+            continue
+        if job.dst.exists() and not overwrite:
+            skipped += 1
+            continue
+        try:
+            img = read_image(job.src)
+            tiles = tqdm(desc=job.src.name, unit="tile", leave=False, disable=quiet, dynamic_ncols=True)
+            with tiles:
+                result = up.upscale(img, progress=tiles)
+            write_image(job.dst, result)
+            done += 1
+        except (ImageError, ValueError, MemoryError, OSError) as e:
+            tqdm.write(f"error: {job.src}: {e}")
+            failed += 1
+    if not quiet:
+        msg = f"upscaled {done}, skipped {skipped} (already there; --overwrite to redo), failed {failed}"
+        if up.fp32_rescues:
+            msg += f"; {up.fp32_rescues} tile(s) overflowed in half precision and were redone in fp32"
+        print(msg, file=sys.stderr)
+    return 1 if failed else 0
+
+
+# --- argument parsing ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from esrforge.images import FORMATS
+
+    p = argparse.ArgumentParser(prog="esrforge", description="Train and run ESRGAN-family super-resolution models.")
+    p.add_argument("--version", action="version", version=f"esrforge {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("upscale", help="upscale images, folders or globs")
+    s.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or globs")
+    s.add_argument("-o", "--output", type=Path, required=True, help="output file (one input) or folder")
+    s.add_argument("-m", "--model", dest="models", action="append", default=[], help="model file; repeat to chain")
+    s.add_argument("--suffix", default="", help="added to each output file name before the extension")
+    s.add_argument("--format", dest="fmt", choices=["same", *FORMATS], default="same", help="output format")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--skip-existing", dest="overwrite", action="store_false", help="keep existing outputs (default)")
+    g.add_argument("--overwrite", dest="overwrite", action="store_true", help="replace existing outputs")
+    s.add_argument("--tile", type=_tile_arg, default="auto", help="tile size in input pixels, 0 = whole image, auto (default)")
+    s.add_argument("--seamless", choices=["tile", "mirror", "replicate"], help="pad edges for tileable textures")
+    s.add_argument("--outscale", type=float, help="final scale, resized after the model(s)")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    s.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary")
+
+    s = sub.add_parser("info", help="show a model file's architecture and hyperparameters")
+    s.add_argument("model", type=Path)
+    s.add_argument("--json", dest="as_json", action="store_true")
+
+    s = sub.add_parser("convert", help="convert a model between layouts and formats")
+    s.add_argument("src", type=Path, metavar="IN")
+    s.add_argument("dst", type=Path, metavar="OUT", help=".safetensors or .pth")
+    s.add_argument("--layout", choices=["basicsr", "original"], default="basicsr")
+    s.add_argument("--half", action="store_true", help="store fp16 weights")
+
+    s = sub.add_parser("interpolate", help="blend two models of the same shape: (1-alpha)*A + alpha*B")
+    s.add_argument("a", type=Path, metavar="A")
+    s.add_argument("b", type=Path, metavar="B")
+    s.add_argument("--alpha", type=float, required=True)
+    s.add_argument("-o", "--output", type=Path, required=True)
+    s.add_argument("--layout", choices=["basicsr", "original"], default="basicsr")
+    s.add_argument("--half", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    command = args.pop("command")
+    from esrforge.images import ImageError
+    from esrforge.modelio import ModelFileError
+
+    func = {"upscale": upscale, "info": info, "convert": convert, "interpolate": interpolate}[command]
+    try:
+        return func(**args)
+    except (CommandError, ModelFileError, ImageError, ValueError) as e:
+        print(f"esrforge {command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"esrforge {command}: interrupted (no output is left half-written)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,88 @@
+"""Choosing the device, precision and tile size."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto` -> first CUDA GPU, else Apple MPS, else CPU. Unavailable devices are refused."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device: unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: CUDA is not available in this PyTorch build or machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"--device {name}: MPS is not available on this machine")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device: unsupported device type {dev.type!r}")
+    return dev
+
+
+@functools.cache
+def cpu_has_fast_bf16() -> bool:
+    """True where oneDNN has native bf16 kernels (AVX512-BF16 or AMX), where bf16 beats fp32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(name: str, device: torch.device, *, high_bit_depth: bool = False) -> torch.dtype:
+    """`auto`: fp16 on CUDA/MPS, bf16 on CPUs with bf16 units, else fp32.
+
+    16-bit sources run in fp32 under `auto`: half types keep 8-11 significant bits, which would
+    throw away the precision the user kept by saving 16-bit files.
+    """
+    if name != "auto":
+        if name not in PRECISIONS:
+            raise ValueError(f"--precision: unknown {name!r}; use auto, fp32, fp16 or bf16")
+        return PRECISIONS[name]
+    if high_bit_depth:
+        return torch.float32
+    if device.type in ("cuda", "mps"):
+        return torch.float16
+    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+
+
+def free_memory_bytes(device: torch.device) -> int:
+    """Memory the tiler may plan with: free GPU memory, or available RAM on CPU."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30  # unknown platform: plan with 4 GiB and rely on halving after OOM
+
+
+# The CPU gets no faster per pixel beyond this tile; a cap keeps progress granular.
+MAX_AUTO_TILE = {"cpu": 512, "mps": 512, "cuda": 1024}
+
+
+def auto_tile(bytes_per_px: float, device: torch.device, margin: int, multiple_of: int = 1) -> int:
+    """Largest square tile (LR pixels) whose working set fits half the free memory."""
+    budget = free_memory_bytes(device) * (0.7 if device.type == "cuda" else 0.5)
+    side = int(math.sqrt(max(budget, 1) / max(bytes_per_px, 1))) - 2 * margin
+    side = min(side, MAX_AUTO_TILE.get(device.type, 512))
+    step = 16 * multiple_of
+    return max(step, side // step * step)

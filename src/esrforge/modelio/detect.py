@@ -1,0 +1,151 @@
+"""Detect a state dict's architecture and layout, and read every hyperparameter from shapes."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor, nn
+
+from esrforge.archs import build
+from esrforge.archs import compact as compact_arch
+from esrforge.archs import rrdbnet as rrdb_arch
+from esrforge.modelio.files import ModelFileError
+
+StateDict = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class ModelDescriptor:
+    """What the tiler and the commands need to know about a loaded generator."""
+
+    arch: str  # "rrdbnet" | "compact"
+    layout: str  # layout found in the file: "original" | "newarch" | "basicsr" | "compact"
+    hparams: dict[str, Any]
+    scale: int
+    in_ch: int
+    out_ch: int
+    multiple_of: int = 1  # input height and width must be multiples of this (pixel unshuffle)
+    supports_half: bool = True
+    supports_bf16: bool = True
+    num_params: int = 0
+    source: str = ""
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def info(self) -> dict[str, Any]:
+        """The `esrforge info --json` record."""
+        h = self.hparams
+        out: dict[str, Any] = {
+            "file": self.source,
+            "arch": self.arch,
+            "layout": self.layout,
+            "scale": self.scale,
+            "in_channels": self.in_ch,
+            "out_channels": self.out_ch,
+            "num_feat": h["num_feat"],
+        }
+        if self.arch == "rrdbnet":
+            out.update(num_block=h["num_block"], num_grow_ch=h["num_grow_ch"], pixel_unshuffle=h["unshuffle"])
+        else:
+            out.update(num_conv=h["num_conv"], activation=h["activation"])
+        out["params"] = self.num_params
+        return out
+
+
+@dataclass
+class LoadedModel:
+    """A generator module (eval mode, on CPU, fp32) with its descriptor."""
+
+    module: nn.Module
+    descriptor: ModelDescriptor
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.module(x)
+
+
+def _has(sd: StateDict, *keys: str) -> bool:
+    return all(k in sd for k in keys)
+
+
+def _looks_like(sd: StateDict) -> str | None:
+    """Name what a non-generator state dict looks like, for the error message."""
+    keys = list(sd)
+    if _has(sd, "conv0_0.weight", "conv0_1.weight") and any(k.startswith("linear") for k in keys):
+        return "a VGG-style discriminator (BasicSR VGGStyleDiscriminator)"
+    if any(k.startswith("features.") for k in keys) and any(k.startswith("classifier.") for k in keys):
+        return "a VGG classifier / discriminator (features.* + classifier.*)"
+    if any(k.startswith("features.") for k in keys):
+        return "a VGG feature extractor (perceptual-loss network)"
+    if _has(sd, "conv0.weight") and any(k.startswith("conv9.") for k in keys):
+        return "a U-Net discriminator (Real-ESRGAN UNetDiscriminatorSN)"
+    if "model.0.weight" in sd and sd["model.0.weight"].ndim == 4 and sd["model.0.weight"].shape[-1] == 4:
+        return "a PatchGAN discriminator (4x4 convs)"
+    if any(re.match(r"^(net_d|discriminator|netD)\.", k) for k in keys):
+        return "a discriminator"
+    if any(".attn." in k or "layers.0.residual_group" in k for k in keys):
+        return "a transformer SR model (SwinIR/HAT family), not an ESRGAN-family model"
+    return None
+
+
+def detect(sd: StateDict, *, source: str = "<memory>", meta: dict[str, str] | None = None) -> tuple[str, str, StateDict, dict[str, Any]]:
+    """Return (arch, layout, state dict in the module's own key names, hyperparameters)."""
+    meta = meta or {}
+    try:
+        if _has(sd, "model.0.weight", "model.1.sub.0.RDB1.conv1.0.weight"):
+            if any(".conv1x1." in k for k in sd):
+                raise ModelFileError(f"{source}: ESRGAN+ (RDB conv1x1) models are not supported yet")
+            conv = rrdb_arch.original_to_basicsr(sd)
+            return "rrdbnet", "original", conv, rrdb_arch.hparams_from_basicsr(conv)
+        if _has(sd, "conv_first.weight", "RRDB_trunk.0.RDB1.conv1.weight", "trunk_conv.weight"):
+            conv = rrdb_arch.newarch_to_basicsr(sd)
+            return "rrdbnet", "newarch", conv, rrdb_arch.hparams_from_basicsr(conv)
+        if _has(sd, "conv_first.weight", "body.0.rdb1.conv1.weight", "conv_body.weight"):
+            return "rrdbnet", "basicsr", dict(sd), rrdb_arch.hparams_from_basicsr(sd)
+        if "body.0.weight" in sd and all(re.match(r"^body\.\d+\.(weight|bias)$", k) for k in sd):
+            act = meta.get("activation")
+            return "compact", "compact", dict(sd), compact_arch.hparams_from_state_dict(sd, act)
+    except KeyError as e:
+        raise ModelFileError(f"{source}: damaged or unsupported ESRGAN-family layout: {e.args[0]}") from None
+    found = _looks_like(sd)
+    if found:
+        raise ModelFileError(f"{source}: this looks like {found}, not an ESRGAN-family generator")
+    sample = ", ".join(list(sd)[:4])
+    raise ModelFileError(f"{source}: unknown model layout ({len(sd)} tensors; first keys: {sample})")
+
+
+def describe(arch: str, layout: str, hparams: dict[str, Any], module: nn.Module, source: str, notes: tuple[str, ...] = ()) -> ModelDescriptor:
+    unshuffle = int(hparams.get("unshuffle", 1))
+    return ModelDescriptor(
+        arch=arch,
+        layout=layout,
+        hparams=dict(hparams),
+        scale=int(hparams["scale"]),
+        in_ch=int(hparams["in_ch"]),
+        out_ch=int(hparams["out_ch"]),
+        multiple_of=unshuffle,
+        num_params=sum(p.numel() for p in module.parameters()),
+        source=source,
+        notes=notes,
+    )
+
+
+def from_state_dict(sd: StateDict, *, source: str = "<memory>", meta: dict[str, str] | None = None) -> LoadedModel:
+    """Build the generator for a raw (unwrapped) state dict and load its weights strictly."""
+    arch, layout, conv, hparams = detect(sd, source=source, meta=meta)
+    module = build(arch, **hparams)
+    want = module.state_dict()
+    bad = [k for k in want if k not in conv or conv[k].shape != want[k].shape]
+    extra = [k for k in conv if k not in want]
+    if bad or extra:
+        detail = ", ".join(
+            [f"{k} {tuple(conv[k].shape)} vs {tuple(want[k].shape)}" if k in conv else f"missing {k}" for k in bad[:3]]
+            + [f"unexpected {k}" for k in extra[:3]]
+        )
+        raise ModelFileError(f"{source}: inconsistent {arch} weights (damaged file?): {detail}")
+    module.load_state_dict({k: v.float() for k, v in conv.items()})
+    module.eval().requires_grad_(False)
+    notes: tuple[str, ...] = ()
+    if arch == "compact" and hparams["activation"] != "prelu" and "activation" not in (meta or {}):
+        notes = ("activation is not stored in the weights (no PReLU); assumed relu",)
+    return LoadedModel(module, describe(arch, layout, hparams, module, source, notes))

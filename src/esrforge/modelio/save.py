@@ -1,0 +1,68 @@
+"""Writing generators in the layouts other tools open unchanged."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from esrforge import __version__
+from esrforge.archs import rrdbnet as rrdb_arch
+from esrforge.modelio.detect import ModelDescriptor
+from esrforge.modelio.files import PICKLE_SUFFIXES, ModelFileError, atomic_save
+
+StateDict = dict[str, Tensor]
+
+LAYOUTS = ("basicsr", "original")
+
+
+def export_state_dict(sd: StateDict, arch: str, layout: str = "basicsr", half: bool = False) -> StateDict:
+    """The module's state dict in a file layout, contiguous and unshared (safetensors needs both)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if layout == "original":
+        if arch != "rrdbnet":
+            raise ValueError(f"layout 'original' exists only for RRDBNet, not {arch}")
+        sd = rrdb_arch.basicsr_to_original(sd)
+    dtype = torch.float16 if half else torch.float32
+    return {k: v.detach().to("cpu", dtype).contiguous().clone() for k, v in sd.items()}
+
+
+def metadata(desc: ModelDescriptor, layout: str) -> dict[str, str]:
+    """safetensors metadata: string values only, hyperparameters flat and as JSON."""
+    meta = {"format": "pt", "arch": desc.arch, "layout": layout, "esrforge_version": __version__}
+    meta.update({k: str(v) for k, v in desc.hparams.items()})
+    meta["hparams"] = json.dumps(desc.hparams, sort_keys=True)
+    return meta
+
+
+def save_model(
+    path: str | os.PathLike[str],
+    sd: StateDict,
+    desc: ModelDescriptor,
+    *,
+    layout: str = "basicsr",
+    half: bool = False,
+) -> Path:
+    """Save a generator; the format follows the extension (.safetensors, or .pth/.pt/.ckpt).
+
+    Pickles in BasicSR layout are wrapped as {"params_ema": ...} (what Real-ESRGAN, chaiNNer and
+    ComfyUI expect); the original layout is saved as a bare state dict, as the 2018 release was.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    out = export_state_dict(sd, desc.arch, layout, half)
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        meta = metadata(desc, layout)
+        atomic_save(path, lambda tmp: save_file(out, tmp, metadata=meta))
+    elif suffix in PICKLE_SUFFIXES:
+        obj = {"params_ema": out} if layout == "basicsr" else out
+        atomic_save(path, lambda tmp: torch.save(obj, tmp))
+    else:
+        raise ModelFileError(f"{path}: unknown model format {suffix or '(no extension)'}; use .safetensors or .pth")
+    return path
