@@ -24,6 +24,7 @@ test: venv
 	$(PY) -m pytest -q
 
 bench: venv
+	$(PY) -m pip install --quiet -e '.[test,bench]'
 	$(PY) benchmarks/bench_upscale.py
 
 clean:

@@ -123,6 +123,8 @@ def plan_outputs(
         if suffix or fmt != "same":
             raise CommandError("--suffix and --format apply to folder outputs; name the output file instead")
         return [Job(found[0][0], output)]
+    if output.suffix.lower() in _image_suffixes() and not output.is_dir():
+        raise CommandError(f"-o {output} names an image file, but the inputs hold {len(found)} images; give a folder")
     jobs: list[Job] = []
     for src, rel in found:
         ext = rel.suffix if fmt == "same" else FORMATS[fmt]
@@ -180,7 +182,7 @@ def upscale(
     bar = tqdm(jobs, unit="img", disable=quiet or len(jobs) < 2, dynamic_ncols=True)
     for job in bar:
         if job.dst.resolve() in input_files:
-            tqdm.write(f"error: {job.dst}: output would overwrite an input image; use --suffix or another -o")
+            tqdm.write(f"error: {job.dst}: output would overwrite an input image; use --suffix or another -o", file=sys.stderr)
             failed += 1
             continue
         if job.dst.exists() and not overwrite:
@@ -188,13 +190,15 @@ def upscale(
             continue
         try:
             img = read_image(job.src)
-            tiles = tqdm(desc=job.src.name, unit="tile", leave=False, disable=quiet, dynamic_ncols=True)
+            # Shown only for images that take a while (delay), so small batches stay quiet.
+            tiles = tqdm(desc=job.src.name, unit="tile", leave=False, disable=quiet, dynamic_ncols=True, delay=2.0)
             with tiles:
                 result = up.upscale(img, progress=tiles)
             write_image(job.dst, result)
             done += 1
         except (ImageError, ValueError, MemoryError, OSError) as e:
-            tqdm.write(f"error: {job.src}: {e}")
+            msg = str(e) if str(job.src) in str(e) else f"{job.src}: {e}"
+            tqdm.write(f"error: {msg}", file=sys.stderr)
             failed += 1
     if not quiet:
         msg = f"upscaled {done}, skipped {skipped} (already there; --overwrite to redo), failed {failed}"
@@ -221,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--suffix", default="", help="added to each output file name before the extension")
     s.add_argument("--format", dest="fmt", choices=["same", *FORMATS], default="same", help="output format")
     g = s.add_mutually_exclusive_group()
+    s.set_defaults(overwrite=False)
     g.add_argument("--skip-existing", dest="overwrite", action="store_false", help="keep existing outputs (default)")
     g.add_argument("--overwrite", dest="overwrite", action="store_true", help="replace existing outputs")
     s.add_argument("--tile", type=_tile_arg, default="auto", help="tile size in input pixels, 0 = whole image, auto (default)")

@@ -74,7 +74,9 @@ class TileRunner:
 
     def __init__(self, module: nn.Module, desc: ModelDescriptor, device: torch.device, dtype: torch.dtype) -> None:
         self.desc, self.device, self.dtype = desc, device, dtype
-        module = copy.deepcopy(module) if next(module.parameters()).device != device else module
+        first = next(module.parameters(), None)
+        if first is not None and first.device != device:
+            module = copy.deepcopy(module)  # leave the caller's CPU copy where it is
         self.module = module.to(device).eval()
         # channels_last lets oneDNN/cuDNN pick their fast convolution kernels on CPU and CUDA.
         if device.type in ("cpu", "cuda"):

@@ -1,0 +1,214 @@
+import math
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from esrforge.infer import Upscaler, upscale_image
+from esrforge.infer.device import resolve_precision
+from esrforge.infer.tiling import Region, TileRunner, upscale_tiled
+from esrforge.infer.upscale import bleed_color
+from esrforge.modelio import LoadedModel, from_state_dict
+from esrforge.modelio.detect import describe
+from tests.conftest import photo_like, tiny_compact, tiny_rrdb
+
+
+def psnr(a: np.ndarray, b: np.ndarray, maxval: float = 255.0) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return math.inf if mse == 0 else 10 * math.log10(maxval**2 / mse)
+
+
+def loaded(m: nn.Module) -> LoadedModel:
+    return from_state_dict(m.state_dict())
+
+
+@pytest.mark.parametrize("scale", [1, 2, 4])
+def test_tiled_matches_untiled(scale):
+    lm = loaded(tiny_rrdb(scale, num_block=3))
+    img = photo_like(72, 100)
+    whole = upscale_image(img, lm, tile=0, precision="fp32")
+    assert whole.shape == (72 * scale, 100 * scale, 3) and whole.dtype == np.uint8
+    for tile in (24, 40):
+        tiled = upscale_image(img, lm, tile=tile, precision="fp32")
+        assert psnr(tiled, whole) >= 45.0, tile
+
+
+def test_compact_tiles_are_exact_within_its_receptive_field():
+    lm = loaded(tiny_compact(4))
+    img = photo_like(50, 70)
+    whole = upscale_image(img, lm, tile=0, precision="fp32")
+    tiled = upscale_image(img, lm, tile=16, precision="fp32")
+    assert np.abs(whole.astype(int) - tiled).max() <= 1
+
+
+def test_odd_sizes_with_pixel_unshuffle_models():
+    lm = loaded(tiny_rrdb(1))  # needs multiples of 4 inside; the tiler pads and crops
+    img = photo_like(37, 41)
+    out = upscale_image(img, lm, tile=16, precision="fp32")
+    assert out.shape == (37, 41, 3)
+    assert psnr(out, upscale_image(img, lm, tile=0, precision="fp32")) >= 45.0
+
+
+def test_out_of_memory_halves_the_tile_and_gives_the_same_result():
+    lm = loaded(tiny_compact(2))
+    runner = TileRunner(lm.module, lm.descriptor, torch.device("cpu"), torch.float32)
+    sizes = []
+
+    def flaky(patch):
+        sizes.append(max(patch.shape[:2]))
+        if max(patch.shape[:2]) > 40:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return runner(patch)
+
+    img = photo_like(64, 96).astype(np.float32) / 255
+    out = np.zeros((128, 192, 3), np.uint8)
+    used = upscale_tiled(flaky, img, out, scale=2, tile=64, margin=4)
+    assert used < 64 and max(sizes) > 40
+    ref = np.zeros_like(out)
+    upscale_tiled(runner, img, ref, scale=2, tile=0, margin=4)
+    assert np.abs(out.astype(int) - ref).max() <= 1
+
+
+class _NanInHalf(nn.Module):
+    """Stands for a model whose activations overflow in half precision."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+        nn.init.dirac_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x):
+        y = nn.functional.interpolate(self.conv(x), scale_factor=2.0, mode="nearest")
+        if torch.is_autocast_enabled(x.device.type):
+            y = y * float("inf")
+        return y
+
+
+def test_half_precision_overflow_is_redone_in_fp32_not_written_black():
+    mod = _NanInHalf().eval()
+    desc = describe("compact", "compact", dict(in_ch=3, out_ch=3, num_feat=1, num_conv=0, scale=2, activation="relu"), mod, "t")
+    up = Upscaler(LoadedModel(mod, desc), device="cpu", precision="bf16", tile=16)
+    img = photo_like(20, 30)
+    out = up.upscale(img)
+    assert np.array_equal(out, img.repeat(2, 0).repeat(2, 1))
+    assert up.fp32_rescues >= 1
+
+
+def test_bf16_close_to_fp32():
+    lm = loaded(tiny_rrdb(4))
+    img = photo_like(40, 40)
+    assert psnr(upscale_image(img, lm, precision="bf16"), upscale_image(img, lm, precision="fp32")) >= 40
+
+
+def test_auto_precision_rules():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_precision("auto", cuda) == torch.float16
+    assert resolve_precision("auto", cuda, high_bit_depth=True) == torch.float32
+    assert resolve_precision("auto", cpu, high_bit_depth=True) == torch.float32
+    assert resolve_precision("auto", cpu) in (torch.bfloat16, torch.float32)
+    assert resolve_precision("fp16", cpu) == torch.float16
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("int8", cpu)
+
+
+def test_16bit_keeps_16bit_precision():
+    lm = loaded(tiny_compact(2))
+    for p in lm.module.parameters():
+        nn.init.zeros_(p)  # the model is exactly nearest upsampling
+    ramp = np.linspace(0, 65535, 64 * 64).astype(np.uint16).reshape(64, 64, 1).repeat(3, 2)
+    out = upscale_image(ramp, lm)
+    assert out.dtype == np.uint16
+    assert np.array_equal(out, ramp.repeat(2, 0).repeat(2, 1))
+
+
+def test_gray_in_gray_out_and_float_in_float_out():
+    lm = loaded(tiny_rrdb(2))
+    gray = photo_like(20, 24, c=1)
+    out = upscale_image(gray, lm, precision="fp32")
+    assert out.shape == (40, 48, 1)
+    assert upscale_image(gray[:, :, 0], lm).shape == (40, 48)
+    f = photo_like(20, 24).astype(np.float32) / 255
+    outf = upscale_image(f, lm, precision="fp32")
+    assert outf.dtype == np.float32 and 0 <= outf.min() and outf.max() <= 1
+
+
+def test_memory_is_bounded_by_the_output_in_its_own_bit_depth():
+    # x4 output of 600x600 is 17 MB as uint8 but 69 MB as float32.
+    lm = loaded(tiny_compact(4, num_feat=4, num_conv=1))
+    img = photo_like(600, 600)
+    tracemalloc.start()
+    out = upscale_image(img, lm, tile=128, precision="fp32")
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert out.shape == (2400, 2400, 3)
+    assert peak < out.nbytes + 12_000_000, peak  # output + LR float copy (4.3 MB) + one tile
+
+
+def _blur_model() -> LoadedModel:
+    mod = nn.Upsample(scale_factor=2.0, mode="bilinear", align_corners=False)
+    desc = describe("compact", "compact", dict(in_ch=3, out_ch=3, num_feat=1, num_conv=0, scale=2, activation="relu"), nn.Conv2d(1, 1, 1), "t")
+    return LoadedModel(mod, desc)
+
+
+def test_alpha_kept_without_dark_fringes():
+    h = w = 32
+    img = np.zeros((h, w, 4), np.uint8)
+    img[8:24, 8:24] = (250, 40, 30, 255)  # opaque red square; transparent pixels store black
+    out = Upscaler(_blur_model(), precision="fp32").upscale(img)
+    assert out.shape == (64, 64, 4)
+    visible = out[..., 3] > 0
+    # Every visible pixel keeps the red; without colour bleeding the rim would be darkened.
+    assert out[visible][:, 0].min() >= 240
+    assert out[20:44, 20:44, 3].min() == 255 and out[:10, :10, 3].max() == 0
+
+
+def test_bleed_color_leaves_visible_pixels_alone():
+    rgb = photo_like(16, 16)
+    alpha = np.zeros((16, 16, 1), np.uint8)
+    alpha[4:10, 4:10] = 128
+    filled = bleed_color(rgb, alpha)
+    assert np.array_equal(filled[4:10, 4:10], rgb[4:10, 4:10])
+    assert filled.dtype == np.uint8
+
+
+def test_opaque_rgba_stays_opaque():
+    lm = loaded(tiny_compact(2))
+    img = photo_like(12, 12, c=4)
+    img[..., 3] = 255
+    out = upscale_image(img, lm)
+    assert out.shape == (24, 24, 4) and (out[..., 3] == 255).all()
+
+
+def test_seamless_tile_output_wraps_like_a_mosaic():
+    lm = loaded(tiny_rrdb(2, num_block=1))
+    img = photo_like(24, 32)
+    out = upscale_image(img, lm, precision="fp32", seamless="tile")
+    mosaic = upscale_image(np.tile(img, (3, 3, 1)), lm, precision="fp32", tile=0)
+    centre = mosaic[48:96, 64:128]
+    assert out.shape == (48, 64, 3)
+    assert psnr(out, centre) >= 45.0
+    plain = upscale_image(img, lm, precision="fp32")
+    assert psnr(plain, centre) < psnr(out, centre)
+
+
+def test_outscale_and_chain():
+    a, b = loaded(tiny_rrdb(2, seed=1)), loaded(tiny_compact(2, seed=2))
+    img = photo_like(10, 14)
+    assert Upscaler([a, b], precision="fp32").upscale(img).shape == (40, 56, 3)
+    assert Upscaler(a, outscale=3.0).upscale(img).shape == (30, 42, 3)
+    assert Upscaler(a, outscale=0.5).upscale(img).shape == (5, 7, 3)
+
+
+def test_bad_arguments_are_refused():
+    lm = loaded(tiny_compact(2))
+    with pytest.raises(ValueError, match="seamless"):
+        Upscaler(lm, seamless="wrap")
+    with pytest.raises(ValueError, match="tile"):
+        Upscaler(lm, tile=-1)
+    with pytest.raises(ValueError, match="device"):
+        Upscaler(lm, device="tpu")
+    with pytest.raises(ValueError, match="channels"):
+        upscale_image(np.zeros((4, 4, 2), np.uint8), lm)

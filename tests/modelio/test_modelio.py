@@ -1,0 +1,189 @@
+import dataclasses
+import json
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from esrforge import load_model
+from esrforge.archs import RRDBNet
+from esrforge.archs import rrdbnet as rr
+from esrforge.modelio import ModelFileError, save_model
+from tests.conftest import tiny_compact, tiny_rrdb
+
+
+def _newarch(sd):
+    out = {}
+    for k, v in sd.items():
+        k = k.replace("conv_body", "trunk_conv").replace("body.", "RRDB_trunk.").replace(".rdb", ".RDB")
+        out[k.replace("conv_up", "upconv").replace("conv_hr", "HRconv")] = v
+    return out
+
+
+def _layouts(m: RRDBNet) -> dict[str, object]:
+    """The same weights as the wild stores them."""
+    sd = m.state_dict()
+    return {
+        "basicsr_ema.pth": {"params_ema": sd, "params": {k: v * 0 for k, v in sd.items()}},
+        "basicsr_params.pth": {"params": sd},
+        "state_dict.ckpt": {"state_dict": {f"module.{k}": v for k, v in sd.items()}},
+        "original.pth": rr.basicsr_to_original(sd),
+        "newarch.pt": _newarch(sd),
+        "plain.safetensors": sd,
+        "single_key.pth": {"generator_weights": sd},
+    }
+
+
+def _save(path: Path, obj) -> None:
+    if path.suffix == ".safetensors":
+        save_file({k: v.contiguous() for k, v in obj.items()}, path)
+    else:
+        torch.save(obj, path)
+
+
+@pytest.mark.parametrize(
+    "hp",
+    [
+        dict(scale=4, num_grow_ch=6),
+        dict(scale=2, num_grow_ch=10),
+        dict(scale=1, num_grow_ch=4),
+        dict(scale=8, num_grow_ch=6),
+        dict(scale=2, num_grow_ch=6, unshuffle=1),  # old community x2 without unshuffle
+    ],
+)
+def test_every_layout_loads_to_the_same_model(tmp_path, hp):
+    m = tiny_rrdb(**hp)
+    x = torch.rand(1, 3, 8, 12)
+    with torch.no_grad():
+        ref = m(x)
+    for name, obj in _layouts(m).items():
+        p = tmp_path / name
+        _save(p, obj)
+        lm = load_model(p)
+        assert lm.descriptor.hparams == m.hparams(), name
+        assert lm.descriptor.scale == hp["scale"]
+        assert lm.descriptor.multiple_of == m.unshuffle
+        with torch.no_grad():
+            assert torch.equal(lm.module(x), ref), name
+    assert load_model(tmp_path / "original.pth").descriptor.layout == "original"
+    assert load_model(tmp_path / "newarch.pt").descriptor.layout == "newarch"
+    assert load_model(tmp_path / "plain.safetensors").descriptor.layout == "basicsr"
+
+
+def test_hyperparameters_are_read_not_assumed(tmp_path):
+    m = RRDBNet(in_ch=1, out_ch=1, num_feat=12, num_block=5, num_grow_ch=7, scale=4)
+    _save(tmp_path / "g.pth", {"params": m.state_dict()})
+    d = load_model(tmp_path / "g.pth").descriptor
+    assert d.hparams == dict(in_ch=1, out_ch=1, num_feat=12, num_block=5, num_grow_ch=7, scale=4, unshuffle=1)
+    assert d.num_params == sum(p.numel() for p in m.parameters())
+
+
+@pytest.mark.parametrize("act", ["prelu", "relu", "leakyrelu"])
+def test_compact_detection(tmp_path, act):
+    m = tiny_compact(4, activation=act, num_conv=5)
+    torch.save({"params": m.state_dict()}, tmp_path / "c.pth")
+    d = load_model(tmp_path / "c.pth").descriptor
+    assert (d.arch, d.scale, d.hparams["num_conv"], d.hparams["num_feat"]) == ("compact", 4, 5, 8)
+    # Only PReLU leaves weights: without them a .pth cannot tell relu from leakyrelu.
+    assert d.hparams["activation"] == ("prelu" if act == "prelu" else "relu")
+    # esrforge's own safetensors record it, so the round trip is exact.
+    save_model(tmp_path / "c.safetensors", m.state_dict(), dataclasses.replace(d, hparams=m.hparams()))
+    lm = load_model(tmp_path / "c.safetensors")
+    assert lm.descriptor.hparams == m.hparams()
+    x = torch.rand(1, 3, 6, 6)
+    with torch.no_grad():
+        assert torch.equal(lm.module(x), m(x))
+
+
+def test_save_uses_standard_basicsr_names_and_metadata(tmp_path):
+    m = tiny_rrdb(4)
+    lm_src = tmp_path / "src.pth"
+    torch.save({"params_ema": m.state_dict()}, lm_src)
+    lm = load_model(lm_src)
+    save_model(tmp_path / "out.pth", lm.module.state_dict(), lm.descriptor)
+    raw = torch.load(tmp_path / "out.pth", weights_only=True)
+    assert list(raw) == ["params_ema"]
+    assert {"conv_first.weight", "body.0.rdb1.conv1.weight", "conv_body.weight", "conv_up1.weight",
+            "conv_up2.weight", "conv_hr.weight", "conv_last.weight"} <= set(raw["params_ema"])
+    save_model(tmp_path / "out.safetensors", lm.module.state_dict(), lm.descriptor, half=True)
+    with safe_open(str(tmp_path / "out.safetensors"), "pt") as f:
+        meta = f.metadata()
+        assert f.get_tensor("conv_first.weight").dtype == torch.float16
+    assert meta["arch"] == "rrdbnet" and meta["scale"] == "4" and meta["num_grow_ch"] == "6"
+    assert json.loads(meta["hparams"]) == m.hparams() and meta["esrforge_version"]
+    save_model(tmp_path / "orig.pth", lm.module.state_dict(), lm.descriptor, layout="original")
+    assert "model.1.sub.0.RDB1.conv1.0.weight" in torch.load(tmp_path / "orig.pth", weights_only=True)
+    assert not list(tmp_path.glob("*.partial"))
+
+
+class _Exploit:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_with_code_is_refused_and_not_run(tmp_path):
+    marker = tmp_path / "pwned"
+    p = tmp_path / "evil.pth"
+    torch.save({"params_ema": tiny_rrdb().state_dict(), "x": _Exploit(str(marker))}, p)
+    with pytest.raises(ModelFileError, match="refused") as e:
+        load_model(p)
+    assert str(p) in str(e.value) and "\n" not in str(e.value)
+    assert not marker.exists()
+    # A legacy (non-zip) pickle likewise.
+    p2 = tmp_path / "evil_legacy.pth"
+    torch.save(_Exploit(str(marker)), p2, _use_new_zipfile_serialization=False)
+    with pytest.raises(ModelFileError):
+        load_model(p2)
+    assert not marker.exists()
+    with open(tmp_path / "raw.pkl.pth", "wb") as f:
+        pickle.dump(_Exploit(str(marker)), f)
+    with pytest.raises(ModelFileError):
+        load_model(tmp_path / "raw.pkl.pth")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["m.pth", "m.safetensors"])
+def test_truncated_file_gets_one_line_error(tmp_path, name):
+    p = tmp_path / name
+    _save(p, tiny_rrdb().state_dict())
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError, match="truncated") as e:
+        load_model(p)
+    assert str(p) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_missing_tensor_is_reported(tmp_path):
+    sd = tiny_rrdb().state_dict()
+    del sd["body.1.rdb2.conv3.weight"]
+    torch.save(sd, tmp_path / "m.pth")
+    with pytest.raises(ModelFileError, match="body.1.rdb2.conv3.weight"):
+        load_model(tmp_path / "m.pth")
+
+
+@pytest.mark.parametrize(
+    "keys,expect",
+    [
+        ({"conv0_0.weight": (8, 3, 3, 3), "conv0_1.weight": (8, 8, 4, 4), "linear1.weight": (10, 8)}, "VGG-style discriminator"),
+        ({"conv0.weight": (8, 3, 3, 3), "conv9.weight": (1, 8, 3, 3)}, "U-Net discriminator"),
+        ({"model.0.weight": (8, 3, 4, 4), "model.2.weight": (16, 8, 4, 4)}, "PatchGAN"),
+        ({"features.0.weight": (8, 3, 3, 3), "classifier.0.weight": (10, 8)}, "VGG"),
+        ({"foo.weight": (3,)}, "unknown model layout"),
+    ],
+)
+def test_non_generators_are_named(tmp_path, keys, expect):
+    torch.save({k: torch.zeros(s) for k, s in keys.items()}, tmp_path / "d.pth")
+    with pytest.raises(ModelFileError, match=expect):
+        load_model(tmp_path / "d.pth")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ModelFileError, match="no such model file"):
+        load_model(tmp_path / "nope.pth")

@@ -1,0 +1,497 @@
+"""The `esrforge` command, driven in-process through cli.main (and once as `python -m esrforge`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+import esrforge
+from esrforge.cli import main
+from esrforge.images import read_image, write_image
+from tests.conftest import photo_like, tiny_compact, tiny_rrdb
+
+H, W = 24, 32
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def save(module: torch.nn.Module, path: Path) -> Path:
+    torch.save({"params_ema": module.state_dict()}, path)
+    return path
+
+
+def nearest_compact(scale: int = 4, **kw) -> torch.nn.Module:
+    """A compact model whose residual branch is zeroed: it computes exactly a nearest upscale.
+
+    Random weights say nothing about values; this one makes every output pixel predictable.
+    """
+    m = tiny_compact(scale, **kw)
+    with torch.no_grad():
+        m.body[-1].weight.zero_()
+        m.body[-1].bias.zero_()
+    return m
+
+
+def nearest(img: np.ndarray, s: int) -> np.ndarray:
+    return np.repeat(np.repeat(img, s, axis=0), s, axis=1)
+
+
+def upscale(*args) -> int:
+    """`esrforge upscale ... --precision fp32 -q`: deterministic and silent unless something fails."""
+    return main(["upscale", *map(str, args), "--precision", "fp32", "-q"])
+
+
+def cli(*args) -> int:
+    return main([str(a) for a in args])
+
+
+def image(path: Path, img: np.ndarray | None = None, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_image(path, photo_like(H, W, seed=seed) if img is None else img)
+    return path
+
+
+def files_under(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def near4(tmp_path: Path) -> Path:
+    return save(nearest_compact(4), tmp_path / "near_x4.pth")
+
+
+# --- entry points -------------------------------------------------------------------------------
+
+
+def test_python_dash_m_esrforge_version() -> None:
+    r = subprocess.run([sys.executable, "-m", "esrforge", "--version"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"esrforge {esrforge.__version__}"
+
+
+def test_no_command_is_a_usage_error(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([])
+    assert exc.value.code == 2
+    assert "usage" in capsys.readouterr().err
+
+
+# --- upscale: inputs and outputs ----------------------------------------------------------------
+
+
+def test_single_file_to_named_output(tmp_path: Path, rrdb_file: Path) -> None:
+    src = image(tmp_path / "in.png")
+    dst = tmp_path / "new" / "folder" / "big.png"  # parent folders are created
+    assert upscale(src, "-o", dst, "-m", rrdb_file) == 0
+    out = read_image(dst)
+    assert out.shape == (H * 4, W * 4, 3) and out.dtype == np.uint8
+    # The command gives exactly what the library gives for the same model and settings.
+    ref = esrforge.upscale_image(read_image(src), esrforge.load_model(rrdb_file), precision="fp32")
+    np.testing.assert_array_equal(out, ref)
+    assert files_under(tmp_path / "new") == ["folder/big.png"]  # no temporary files left
+
+
+def test_folder_input_mirrors_tree_with_suffix_and_format(tmp_path: Path, near4: Path) -> None:
+    src = tmp_path / "in"
+    a = image(src / "a.png", seed=1)
+    b = image(src / "sub" / "b.jpg", seed=2)
+    (src / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    assert upscale(src, "-o", out, "-m", near4, "--suffix", "_x4", "--format", "png") == 0
+    assert files_under(out) == ["a_x4.png", "sub/b_x4.png"]
+    np.testing.assert_array_equal(read_image(out / "a_x4.png"), nearest(read_image(a), 4))
+    np.testing.assert_array_equal(read_image(out / "sub" / "b_x4.png"), nearest(read_image(b), 4))
+
+
+def test_format_same_keeps_each_extension(tmp_path: Path, near4: Path) -> None:
+    src = tmp_path / "in"
+    image(src / "a.png")
+    image(src / "b.jpg")
+    out = tmp_path / "out"
+    assert upscale(src, "-o", out, "-m", near4) == 0
+    assert files_under(out) == ["a.png", "b.jpg"]
+    assert (out / "b.jpg").read_bytes()[:2] == b"\xff\xd8"  # really a JPEG
+
+
+def test_glob_input(tmp_path: Path, near4: Path) -> None:
+    src = tmp_path / "in"
+    for name in ("a.png", "b.png", "c.jpg"):
+        image(src / name)
+    out = tmp_path / "out"
+    assert upscale(str(src / "*.png"), "-o", out, "-m", near4) == 0
+    assert files_under(out) == ["a.png", "b.png"]
+    assert read_image(out / "b.png").shape == (H * 4, W * 4, 3)
+
+
+def test_missing_input_is_an_error(tmp_path: Path, near4: Path, capsys) -> None:
+    missing = tmp_path / "nope.png"
+    assert upscale(missing, "-o", tmp_path / "out", "-m", near4) == 1
+    assert str(missing) in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def _existing_output(tmp_path: Path) -> tuple[Path, Path, bytes]:
+    """An input folder with a.png and an output folder already holding an a.png sentinel."""
+    image(tmp_path / "in" / "a.png")
+    out = tmp_path / "out"
+    image(out / "a.png", np.full((2, 2, 3), 7, np.uint8))  # obviously not an upscaled image
+    os.utime(out / "a.png", ns=(1_000_000_000, 1_000_000_000))
+    return tmp_path / "in", out, (out / "a.png").read_bytes()
+
+
+def test_skip_existing_is_the_default(tmp_path: Path, near4: Path) -> None:
+    # SRC BUG (cli.build_parser): `--skip-existing` (store_false, dest="overwrite") is added before
+    # `--overwrite`, and argparse takes a dest's default from the first action that declares it:
+    # store_false's implicit default is True, so with neither flag `overwrite` is True and existing
+    # outputs are silently replaced, contrary to the help text "keep existing outputs (default)".
+    # Fix: s.set_defaults(overwrite=False) (or default=False on the --skip-existing argument).
+    src, out, before = _existing_output(tmp_path)
+    assert upscale(src, "-o", out, "-m", near4) == 0
+    assert (out / "a.png").read_bytes() == before
+    assert (out / "a.png").stat().st_mtime_ns == 1_000_000_000
+
+
+def test_explicit_skip_existing_keeps_and_overwrite_replaces(tmp_path: Path, near4: Path) -> None:
+    src, out, before = _existing_output(tmp_path)
+    assert upscale(src, "-o", out, "-m", near4, "--skip-existing") == 0
+    assert (out / "a.png").read_bytes() == before
+    assert (out / "a.png").stat().st_mtime_ns == 1_000_000_000
+
+    assert upscale(src, "-o", out, "-m", near4, "--overwrite") == 0
+    np.testing.assert_array_equal(read_image(out / "a.png"), nearest(read_image(src / "a.png"), 4))
+    assert files_under(out) == ["a.png"]
+
+
+def test_skip_existing_and_overwrite_are_exclusive(tmp_path: Path, near4: Path) -> None:
+    src = image(tmp_path / "a.png")
+    with pytest.raises(SystemExit) as exc:
+        upscale(src, "-o", tmp_path / "o.png", "-m", near4, "--overwrite", "--skip-existing")
+    assert exc.value.code == 2
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_output_over_an_input_is_refused(tmp_path: Path, near4: Path, capsys) -> None:
+    src = tmp_path / "in"
+    a = image(src / "a.png")
+    before = a.read_bytes()
+    # Same folder, no suffix, same format: every output name is an input name.
+    assert upscale(src, "-o", src, "-m", near4, "--overwrite") == 1
+    assert a.read_bytes() == before
+    assert files_under(src) == ["a.png"]
+    captured = capsys.readouterr()
+    assert "overwrite an input" in captured.out + captured.err
+
+
+def test_single_file_output_equal_to_input_is_refused(tmp_path: Path, near4: Path) -> None:
+    a = image(tmp_path / "a.png")
+    before = a.read_bytes()
+    assert upscale(a, "-o", a, "-m", near4, "--overwrite") == 1
+    assert a.read_bytes() == before
+    assert files_under(tmp_path) == ["a.png", "near_x4.pth"]
+
+
+def test_corrupt_image_is_reported_and_others_still_written(tmp_path: Path, near4: Path, capsys) -> None:
+    src = tmp_path / "in"
+    image(src / "a.png", seed=1)
+    bad = src / "b.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(200)))
+    image(src / "c.png", seed=3)
+    out = tmp_path / "out"
+    assert upscale(src, "-o", out, "-m", near4) == 1
+    assert files_under(out) == ["a.png", "c.png"]
+    assert read_image(out / "c.png").shape == (H * 4, W * 4, 3)
+    captured = capsys.readouterr()
+    assert str(bad) in captured.out + captured.err
+
+
+def test_per_image_errors_go_to_stderr(tmp_path: Path, near4: Path, capsys) -> None:
+    # SRC BUG (cli.upscale): per-image errors are printed with tqdm.write(...), whose default file
+    # is sys.stdout, so "error: <file>: ..." lands on stdout, mixed into anything piped from it.
+    # They should go to stderr (tqdm.write(..., file=sys.stderr)) like every other error.
+    src = tmp_path / "in"
+    bad = src / "b.png"
+    bad.parent.mkdir()
+    bad.write_bytes(b"not an image at all")
+    image(src / "c.png")
+    assert upscale(src, "-o", tmp_path / "out", "-m", near4) == 1
+    assert upscale(src, "-o", src, "-m", near4, "--overwrite") == 1
+    captured = capsys.readouterr()
+    assert str(bad) in captured.err
+    assert "overwrite an input" in captured.err
+    assert "error" not in captured.out
+
+
+# --- upscale: channels and bit depth ------------------------------------------------------------
+
+
+def test_grayscale_in_grayscale_out(tmp_path: Path, rrdb_file: Path, near4: Path) -> None:
+    gray = photo_like(H, W, c=1)
+    src = image(tmp_path / "g.png", gray)
+    assert upscale(src, "-o", tmp_path / "r.png", "-m", rrdb_file) == 0
+    assert read_image(tmp_path / "r.png").shape == (H * 4, W * 4, 1)
+    # With a known model the values are checked too (gray runs through the RGB model and back).
+    assert upscale(src, "-o", tmp_path / "n.png", "-m", near4) == 0
+    np.testing.assert_array_equal(read_image(tmp_path / "n.png"), nearest(gray, 4))
+
+
+def test_rgba_in_rgba_out_alpha_preserved(tmp_path: Path, near4: Path) -> None:
+    img = photo_like(H, W, c=4)
+    # 8x8 checkerboard of fully transparent and fully opaque blocks.
+    yy, xx = np.mgrid[0:H, 0:W]
+    alpha = np.where((yy // 8 + xx // 8) % 2 == 0, 255, 0).astype(np.uint8)
+    img[..., 3] = alpha
+    src = image(tmp_path / "rgba.png", img)
+    assert upscale(src, "-o", tmp_path / "o.png", "-m", near4) == 0
+    out = read_image(tmp_path / "o.png")
+    assert out.shape == (H * 4, W * 4, 4) and out.dtype == np.uint8
+    want_alpha = nearest(alpha, 4)
+    # Compare away from block edges, where any sensible alpha upscale agrees with nearest.
+    oy, ox = np.mgrid[0 : H * 4, 0 : W * 4]
+    inner = (np.minimum(oy % 32, 31 - oy % 32) >= 4) & (np.minimum(ox % 32, 31 - ox % 32) >= 4)
+    assert np.abs(out[..., 3].astype(int) - want_alpha)[inner].max() <= 8
+    # Visible colour is the model's output (nearest here), untouched by the transparency fill.
+    opaque = inner & (want_alpha == 255)
+    np.testing.assert_array_equal(out[..., :3][opaque], nearest(img[..., :3], 4)[opaque])
+
+
+def test_16bit_png_in_16bit_png_out(tmp_path: Path, near4: Path, rrdb_file: Path) -> None:
+    img = photo_like(H, W, dtype=np.uint16)
+    src = image(tmp_path / "deep.png", img)
+    assert upscale(src, "-o", tmp_path / "o.png", "-m", near4) == 0
+    out = read_image(tmp_path / "o.png")
+    assert out.dtype == np.uint16 and out.shape == (H * 4, W * 4, 3)
+    assert len(np.unique(out)) > 256
+    assert np.abs(out.astype(np.int64) - nearest(img, 4)).max() <= 1
+    # A real network also keeps 16 bits, not 8 bits scaled up.
+    assert upscale(src, "-o", tmp_path / "r.png", "-m", rrdb_file) == 0
+    r = read_image(tmp_path / "r.png")
+    assert r.dtype == np.uint16 and len(np.unique(r)) > 256 and np.any(r % 257 != 0)
+
+
+# --- upscale: scale, chains, seamless ------------------------------------------------------------
+
+
+def test_outscale_2_with_x4_model(tmp_path: Path, rrdb_file: Path) -> None:
+    src = image(tmp_path / "a.png")
+    assert upscale(src, "-o", tmp_path / "o.png", "-m", rrdb_file, "--outscale", "2") == 0
+    assert read_image(tmp_path / "o.png").shape == (H * 2, W * 2, 3)
+
+
+def test_outscale_must_be_positive(tmp_path: Path, rrdb_file: Path, capsys) -> None:
+    src = image(tmp_path / "a.png")
+    assert upscale(src, "-o", tmp_path / "o.png", "-m", rrdb_file, "--outscale", "0") == 1
+    assert "outscale" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_chain_of_two_x2_models_gives_x4(tmp_path: Path) -> None:
+    src = image(tmp_path / "a.png")
+    r2 = save(tiny_rrdb(2), tmp_path / "rrdb_x2.pth")  # x2 RRDB uses pixel unshuffle
+    c2 = save(tiny_compact(2), tmp_path / "compact_x2.pth")
+    assert upscale(src, "-o", tmp_path / "o.png", "-m", r2, "-m", c2) == 0
+    assert read_image(tmp_path / "o.png").shape == (H * 4, W * 4, 3)
+    # Two exact x2 nearest models must compose to exactly x4 nearest (16-bit between stages).
+    n2 = save(nearest_compact(2), tmp_path / "n2.pth")
+    assert upscale(src, "-o", tmp_path / "n.png", "-m", n2, "-m", n2) == 0
+    np.testing.assert_array_equal(read_image(tmp_path / "n.png"), nearest(read_image(src), 4))
+
+
+def test_seamless_tile_wraps_edges(tmp_path: Path) -> None:
+    model = save(tiny_compact(2, seed=5), tmp_path / "c2.pth")
+    a = photo_like(H, W, seed=1)
+    b = a.copy()
+    b[:, -1] = 255 - b[:, -1]  # change only the rightmost column
+    image(tmp_path / "in" / "a.png", a)
+    image(tmp_path / "in" / "b.png", b)
+    assert upscale(tmp_path / "in", "-o", tmp_path / "plain", "-m", model) == 0
+    assert upscale(tmp_path / "in", "-o", tmp_path / "wrap", "-m", model, "--seamless", "tile") == 0
+    for folder in ("plain", "wrap"):
+        for name in ("a.png", "b.png"):
+            assert read_image(tmp_path / folder / name).shape == (H * 2, W * 2, 3)
+    left = slice(0, 4)  # first output columns
+    plain_a, plain_b = (read_image(tmp_path / "plain" / n)[:, left] for n in ("a.png", "b.png"))
+    wrap_a, wrap_b = (read_image(tmp_path / "wrap" / n)[:, left] for n in ("a.png", "b.png"))
+    # Without wrapping the far right edge cannot reach the left edge; with it, it must.
+    np.testing.assert_array_equal(plain_a, plain_b)
+    assert np.any(wrap_a != wrap_b)
+
+
+def test_missing_model_mentions_dash_m(tmp_path: Path, capsys) -> None:
+    src = image(tmp_path / "a.png")
+    assert cli("upscale", src, "-o", tmp_path / "o.png", "-q") == 1
+    assert "-m" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
+
+
+# --- info ---------------------------------------------------------------------------------------
+
+
+def info_json(path: Path, capsys) -> dict:
+    capsys.readouterr()
+    assert cli("info", path, "--json") == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_info_json_rrdb(tmp_path: Path, capsys) -> None:
+    m = tiny_rrdb(4, num_grow_ch=6)
+    rec = info_json(save(m, tmp_path / "r.pth"), capsys)
+    expected = {
+        "arch": "rrdbnet",
+        "layout": "basicsr",
+        "scale": 4,
+        "in_channels": 3,
+        "out_channels": 3,
+        "num_feat": 8,
+        "num_block": 2,
+        "num_grow_ch": 6,
+        "params": sum(p.numel() for p in m.parameters()),
+    }
+    assert {k: rec.get(k) for k in expected} == expected
+
+
+def test_info_json_compact(tmp_path: Path, capsys) -> None:
+    m = tiny_compact(2, num_conv=5)
+    rec = info_json(save(m, tmp_path / "c.pth"), capsys)
+    expected = {
+        "arch": "compact",
+        "scale": 2,
+        "in_channels": 3,
+        "out_channels": 3,
+        "num_feat": 8,
+        "num_conv": 5,
+        "activation": "prelu",
+        "params": sum(p.numel() for p in m.parameters()),
+    }
+    assert {k: rec.get(k) for k in expected} == expected
+
+
+def test_info_plain_text(tmp_path: Path, rrdb_file: Path, capsys) -> None:
+    assert cli("info", rrdb_file) == 0
+    lines = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines() if line.strip())
+    assert lines["arch"] == "rrdbnet" and lines["num_grow_ch"] == "6" and lines["scale"] == "4"
+
+
+def test_info_on_discriminator_fails(tmp_path: Path, capsys) -> None:
+    sd = {
+        "conv0_0.weight": torch.zeros(8, 3, 3, 3),
+        "conv0_1.weight": torch.zeros(8, 8, 4, 4),
+        "bn0_1.weight": torch.zeros(8),
+        "linear1.weight": torch.zeros(100, 32),
+        "linear2.weight": torch.zeros(1, 100),
+    }
+    path = tmp_path / "net_d.pth"
+    torch.save(sd, path)
+    assert cli("info", path) == 1
+    err = capsys.readouterr().err
+    assert "discriminator" in err and str(path) in err
+
+
+def test_info_on_missing_file_fails(tmp_path: Path, capsys) -> None:
+    assert cli("info", tmp_path / "none.pth") == 1
+    assert "none.pth" in capsys.readouterr().err
+
+
+# --- convert --------------------------------------------------------------------------------------
+
+HPARAM_KEYS = ("arch", "scale", "in_channels", "out_channels", "num_feat", "num_block", "num_grow_ch", "params")
+
+
+def test_convert_to_safetensors_and_original_pth(tmp_path: Path, rrdb_file: Path, capsys) -> None:
+    st = tmp_path / "conv.safetensors"
+    orig = tmp_path / "conv_orig.pth"
+    assert cli("convert", rrdb_file, st) == 0
+    assert cli("convert", rrdb_file, orig, "--layout", "original") == 0
+
+    base = info_json(rrdb_file, capsys)
+    rec_st = info_json(st, capsys)
+    rec_orig = info_json(orig, capsys)
+    for rec in (rec_st, rec_orig):
+        assert {k: rec[k] for k in HPARAM_KEYS} == {k: base[k] for k in HPARAM_KEYS}
+    assert rec_st["layout"] == "basicsr"
+    assert rec_orig["layout"] == "original"
+    # The original (2018) layout is a bare state dict with model.* keys, not a params_ema wrapper.
+    raw = torch.load(orig, weights_only=True)
+    assert "model.0.weight" in raw and "params_ema" not in raw
+
+    src = image(tmp_path / "a.png")
+    outs = []
+    for i, model in enumerate((rrdb_file, st, orig)):
+        dst = tmp_path / f"o{i}.png"
+        assert upscale(src, "-o", dst, "-m", model) == 0
+        outs.append(read_image(dst))
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_array_equal(outs[0], outs[2])
+
+
+def test_convert_half_stores_fp16(tmp_path: Path, rrdb_file: Path) -> None:
+    dst = tmp_path / "half.safetensors"
+    assert cli("convert", rrdb_file, dst, "--half") == 0
+    with safe_open(str(dst), framework="pt") as f:
+        keys = list(f.keys())
+        assert keys and all(f.get_tensor(k).dtype == torch.float16 for k in keys)
+    full = esrforge.load_model(rrdb_file).module.state_dict()
+    half = esrforge.load_model(dst).module.state_dict()
+    assert all(torch.equal(half[k], full[k].half().float()) for k in full)
+
+
+def test_convert_onto_itself_is_refused(tmp_path: Path, rrdb_file: Path, capsys) -> None:
+    before = rrdb_file.read_bytes()
+    assert cli("convert", rrdb_file, rrdb_file) == 1
+    assert rrdb_file.read_bytes() == before
+    assert "refusing" in capsys.readouterr().err
+
+
+def test_convert_original_layout_refused_for_compact(tmp_path: Path, capsys) -> None:
+    src = save(tiny_compact(), tmp_path / "c.pth")
+    assert cli("convert", src, tmp_path / "c_orig.pth", "--layout", "original") == 1
+    assert "original" in capsys.readouterr().err
+    assert not (tmp_path / "c_orig.pth").exists()
+
+
+# --- interpolate ----------------------------------------------------------------------------------
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return esrforge.load_model(path).module.state_dict()
+
+
+def test_interpolate_alpha_0_half_1(tmp_path: Path) -> None:
+    a = save(tiny_rrdb(seed=1), tmp_path / "a.pth")
+    b = save(tiny_rrdb(seed=2), tmp_path / "b.pth")
+    wa, wb = weights(a), weights(b)
+    assert any(not torch.equal(wa[k], wb[k]) for k in wa)  # the blend must be able to show
+    for alpha in ("0", "1", "0.5"):
+        assert cli("interpolate", a, b, "--alpha", alpha, "-o", tmp_path / f"m{alpha}.pth") == 0
+    w0, w1, wh = (weights(tmp_path / f"m{x}.pth") for x in ("0", "1", "0.5"))
+    assert set(w0) == set(wa)
+    for k in wa:
+        assert torch.equal(w0[k], wa[k]), k
+        assert torch.equal(w1[k], wb[k]), k
+        torch.testing.assert_close(wh[k], (wa[k] + wb[k]) / 2, rtol=1e-6, atol=1e-7)
+
+
+def test_interpolate_different_shapes_fails(tmp_path: Path, capsys) -> None:
+    a = save(tiny_rrdb(num_grow_ch=6), tmp_path / "a.pth")
+    b = save(tiny_rrdb(num_grow_ch=8), tmp_path / "b.pth")
+    out = tmp_path / "m.pth"
+    assert cli("interpolate", a, b, "--alpha", "0.5", "-o", out) == 1
+    assert "cannot interpolate" in capsys.readouterr().err
+    assert not out.exists()
+    c = save(tiny_compact(), tmp_path / "c.pth")
+    assert cli("interpolate", a, c, "--alpha", "0.5", "-o", out) == 1
+    assert not out.exists()
+
+
+def test_interpolate_alpha_out_of_range_fails(tmp_path: Path, rrdb_file: Path, capsys) -> None:
+    out = tmp_path / "m.pth"
+    assert cli("interpolate", rrdb_file, rrdb_file, "--alpha", "1.5", "-o", out) == 1
+    assert "--alpha" in capsys.readouterr().err
+    assert not out.exists()
