@@ -75,8 +75,9 @@ def free_memory_bytes(device: torch.device) -> int:
     return 4 << 30  # unknown platform: plan with 4 GiB and rely on halving after OOM
 
 
-# The CPU gets no faster per pixel beyond this tile; a cap keeps progress granular.
-MAX_AUTO_TILE = {"cpu": 512, "mps": 512, "cuda": 1024}
+# Past these sizes a bigger tile buys nothing: on CPU, 256 px tiles (plus margins) ran RRDBNet
+# x4 faster than 384/512 px tiles or whole 512 px images (cache locality; docs/benchmarks.md).
+MAX_AUTO_TILE = {"cpu": 256, "mps": 512, "cuda": 1024}
 
 
 def auto_tile(bytes_per_px: float, device: torch.device, margin: int, multiple_of: int = 1) -> int:

@@ -109,11 +109,11 @@ class Upscaler:
             self._runners[key] = TileRunner(module, self.models[i].descriptor, self.device, dtype)
         return self._runners[key]
 
-    def _run_model(self, i: int, img: np.ndarray, out_dtype: np.dtype, dtype: torch.dtype, progress: Progress | None) -> np.ndarray:
+    def _run_model(self, i: int, img: np.ndarray, out: np.ndarray, dtype: torch.dtype, progress: Progress | None) -> np.ndarray:
+        """Run model i over `img` into `out` (H*s x W*s x C, possibly a channel view)."""
         desc = self.models[i].descriptor
         H, W, C = img.shape
         s = desc.scale
-        out = np.empty((H * s, W * s, C), dtype=out_dtype)
         f = img.astype(np.float32)
         if img.dtype.kind == "u":
             f *= np.float32(1.0 / _maxval(img.dtype))
@@ -175,18 +175,21 @@ class Upscaler:
                 alpha = None  # opaque: no need to upscale it, filled back in below
             else:
                 color = bleed_color(color, alpha)
-        # Between chained models, keep 16 bits: more precise than 8, a quarter of float32.
+        # Between chained models, keep 16 bits: more precise than 8, a quarter of float32. The
+        # last model writes straight into the final array (alpha into its 4th channel), so no
+        # full-size copy is made.
         mid = np.uint16 if img.dtype != np.float32 else np.float32
-        for i in range(len(self.models)):
+        h, w = img.shape[:2]
+        for i, m in enumerate(self.models):
+            h, w = h * m.descriptor.scale, w * m.descriptor.scale
             last = i == len(self.models) - 1
-            out_dtype = img.dtype if last else mid
-            color = self._run_model(i, color, out_dtype, dtype, progress)
+            out = np.empty((h, w, img.shape[2]), dtype=img.dtype if last else mid)
+            color = self._run_model(i, color, out[:, :, : color.shape[2]], dtype, progress)
             if alpha is not None:
-                alpha = self._run_model(i, alpha, out_dtype, dtype, progress)
-        if img.shape[2] == 4:
-            if alpha is None:
-                alpha = np.full(color.shape[:2] + (1,), _maxval(img.dtype), dtype=img.dtype)
-            color = np.concatenate([color, alpha], axis=2)
+                alpha = self._run_model(i, alpha, out[:, :, 3:], dtype, progress)
+        if img.shape[2] == 4 and alpha is None:
+            out[:, :, 3] = _maxval(img.dtype)
+        color = out
         if self.outscale is not None and self.outscale != self.scale:
             h, w = img.shape[:2]
             size = (max(1, round(w * self.outscale)), max(1, round(h * self.outscale)))
