@@ -208,6 +208,63 @@ def upscale(
     return 1 if failed else 0
 
 
+# --- degrade ---------------------------------------------------------------------------------------
+
+
+def degrade(
+    hr_dir: Path | None = None,
+    lr_dir: Path | None = None,
+    *,
+    scale: int = 4,
+    pipeline: str = "bicubic",
+    seed: int = 0,
+    workers: int | None = None,
+    preview: Path | None = None,
+    output: Path | None = None,
+    count: int = 8,
+    quiet: bool = False,
+) -> int:
+    """Write an LR dataset from HR images, or (--preview) a contact sheet of random draws."""
+    from tqdm import tqdm
+
+    from esrforge.data.degrade import default_workers, degrade_folder, preview_sheet
+    from esrforge.data.pipeline import load_pipeline
+    from esrforge.images import read_image, write_image
+
+    if scale < 1:
+        raise CommandError(f"--scale must be >= 1, got {scale}")
+    pipe = load_pipeline(pipeline)
+    if preview is not None:
+        if hr_dir is not None or lr_dir is not None:
+            raise CommandError("--preview takes one image and -o SHEET; leave out HR_DIR and LR_DIR")
+        if output is None:
+            raise CommandError("--preview needs -o SHEET.png")
+        if output.exists() and output.resolve() == preview.resolve():
+            raise CommandError(f"{output}: output is the input image; refusing to overwrite it")
+        sheet = preview_sheet(read_image(preview), pipe, scale=scale, count=count, seed=seed)
+        write_image(output, sheet)
+        if not quiet:
+            print(f"wrote {output} ({count} draws of {pipe.source})", file=sys.stderr)
+        return 0
+    if hr_dir is None or lr_dir is None:
+        raise CommandError("give HR_DIR and LR_DIR (or --preview IMAGE -o SHEET.png)")
+    if output is not None:
+        raise CommandError("-o goes with --preview; for a dataset give HR_DIR LR_DIR")
+    from esrforge.data.datasets import scan_images
+
+    total = len(scan_images([hr_dir])) if hr_dir.is_dir() else 0
+    with tqdm(total=total, unit="img", disable=quiet, dynamic_ncols=True) as bar:
+        errors = degrade_folder(
+            hr_dir, lr_dir, scale=scale, pipeline=pipe, seed=seed,
+            workers=default_workers() if workers is None else workers, progress=bar.update,
+        )
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    if not quiet:
+        print(f"wrote {total - len(errors)} LR image(s) to {lr_dir} ({pipe.source}, x{scale}, seed {seed}); {len(errors)} failed", file=sys.stderr)
+    return 1 if errors else 0
+
+
 # --- argument parsing ------------------------------------------------------------------------------
 
 
@@ -235,6 +292,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary")
 
+    s = sub.add_parser("degrade", help="make LR images from HR images with a degradation pipeline")
+    s.add_argument("hr_dir", type=Path, nargs="?", metavar="HR_DIR")
+    s.add_argument("lr_dir", type=Path, nargs="?", metavar="LR_DIR", help="written with the same relative names, as PNG")
+    s.add_argument("--scale", type=int, default=4)
+    s.add_argument("--pipeline", default="bicubic", help="preset (bicubic, realesrgan) or a pipeline YAML file")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--workers", type=int, default=None, help="processes (default: up to 4)")
+    s.add_argument("--preview", type=Path, metavar="IMAGE", help="write a contact sheet of random draws instead")
+    s.add_argument("-o", "--output", type=Path, help="the contact sheet file (with --preview)")
+    s.add_argument("--count", type=int, default=8, help="draws on the contact sheet")
+    s.add_argument("-q", "--quiet", action="store_true")
+
     s = sub.add_parser("info", help="show a model file's architecture and hyperparameters")
     s.add_argument("model", type=Path)
     s.add_argument("--json", dest="as_json", action="store_true")
@@ -261,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from esrforge.images import ImageError
     from esrforge.modelio import ModelFileError
 
-    func = {"upscale": upscale, "info": info, "convert": convert, "interpolate": interpolate}[command]
+    func = {"upscale": upscale, "degrade": degrade, "info": info, "convert": convert, "interpolate": interpolate}[command]
     try:
         return func(**args)
     except (CommandError, ModelFileError, ImageError, ValueError) as e:

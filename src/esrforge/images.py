@@ -155,3 +155,36 @@ def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
         8: lambda a: np.rot90(a, 1),
     }
     return ops[orientation](img) if orientation in ops else img
+
+
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(height, width) of an image file, upright, from its header where that is cheap.
+
+    Datasets check every pair's sizes up front; decoding thousands of full images for that
+    would take minutes, reading PNG/JPEG headers takes milliseconds.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64 * 1024)
+    except OSError as e:
+        raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
+    size = None
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        w, h = struct.unpack(">II", head[16:24])
+        size = (h, w)
+    elif head[:2] == b"\xff\xd8":
+        pos = 2
+        while pos + 9 <= len(head) and head[pos] == 0xFF:
+            marker = head[pos + 1]
+            (length,) = struct.unpack(">H", head[pos + 2 : pos + 4])
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                h, w = struct.unpack(">HH", head[pos + 5 : pos + 9])
+                size = (h, w)
+                break
+            pos += 2 + length
+    if size is None or min(size) == 0:
+        return read_image(path).shape[:2]  # other formats, or a header we could not follow
+    if exif_orientation(head) in (5, 6, 7, 8):
+        size = (size[1], size[0])
+    return size

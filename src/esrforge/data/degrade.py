@@ -1,0 +1,137 @@
+"""`esrforge degrade`: write an LR dataset from HR images, or a contact sheet of random draws."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from esrforge.data.datasets import DatasetError, scan_images, seed_for, to_tensor
+from esrforge.data.pipeline import Pipeline
+from esrforge.data.resize import resize_to
+from esrforge.images import read_image, write_image
+
+
+def degrade_image(img: np.ndarray, pipeline: Pipeline, scale: int, seed: int) -> tuple[np.ndarray, list[str]]:
+    """One HR image (H x W x C, uint8/uint16) -> LR image of the same dtype, and the labels.
+
+    Alpha is not degraded (blur, noise or JPEG on a mask mean nothing): it is resized to the LR
+    size with MATLAB bicubic.
+    """
+    g = torch.Generator().manual_seed(seed)
+    h, w, c = img.shape
+    h, w = h - h % scale, w - w % scale  # BasicSR's mod-crop: LR is exactly HR / scale
+    x = to_tensor(img[:h, :w], 1 if c == 1 else 3).unsqueeze(0)
+    lr, labels = pipeline(x, g, scale)
+    if c == 4:
+        alpha = to_tensor(img[:h, :w, 3:], 1).unsqueeze(0)
+        lr = torch.cat([lr, resize_to(alpha, tuple(lr.shape[-2:]), "matlab").clamp(0, 1)], dim=1)
+    maxval = float(np.iinfo(img.dtype).max) if img.dtype.kind == "u" else 1.0
+    out = (lr[0].permute(1, 2, 0) * maxval).round().numpy().astype(img.dtype)
+    return out, labels[0]
+
+
+def _work(args: tuple[Path, Path, Pipeline, int, int]) -> str:
+    src, dst, pipeline, scale, seed = args
+    lr, _ = degrade_image(read_image(src), pipeline, scale, seed)
+    write_image(dst, lr)
+    return str(dst)
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)  # workers x threads should not exceed the cores
+
+
+def degrade_folder(
+    hr_dir: Path,
+    lr_dir: Path,
+    *,
+    scale: int,
+    pipeline: Pipeline,
+    seed: int = 0,
+    workers: int = 0,
+    progress: Callable[[int], object] | None = None,
+) -> list[str]:
+    """Degrade every image under hr_dir into lr_dir (same relative names, PNG).
+
+    Each file's randomness comes from (seed, relative path) alone, so the result does not depend
+    on the number of workers or the order files are done in. Returns per-file error messages.
+    """
+    if lr_dir.resolve() == hr_dir.resolve() or hr_dir.resolve() in lr_dir.resolve().parents:
+        raise DatasetError(f"{lr_dir}: the LR folder must not be the HR folder or inside it")
+    images = scan_images([hr_dir])
+    if not images:
+        raise DatasetError(f"{hr_dir}: no images found")
+    jobs = [(src, lr_dir / f"{key}.png", pipeline, scale, seed_for(seed, key)) for key, src in images.items()]
+    errors: list[str] = []
+
+    def done(fut_or_exc: object, src: Path) -> None:
+        if isinstance(fut_or_exc, BaseException):
+            errors.append(f"{src}: {fut_or_exc}" if str(src) not in str(fut_or_exc) else str(fut_or_exc))
+        if progress is not None:
+            progress(1)
+
+    if workers <= 0:
+        for job in jobs:
+            try:
+                _work(job)
+                done(None, job[0])
+            except (ValueError, OSError) as e:
+                done(e, job[0])
+        return errors
+    with cf.ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
+        futures = {pool.submit(_work, job): job[0] for job in jobs}
+        for fut in cf.as_completed(futures):
+            exc = fut.exception()
+            done(exc, futures[fut])
+    return errors
+
+
+def _wrap(text: str, width_px: int, scale: float = 0.4) -> list[str]:
+    """Split a label into lines that fit `width_px` in OpenCV's simplex font."""
+    lines, cur = [], ""
+    for word in text.split(" "):
+        trial = f"{cur} {word}".strip()
+        (tw, _), _ = cv2.getTextSize(trial, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        if tw > width_px and cur:
+            lines.append(cur)
+            cur = word
+        else:
+            cur = trial
+    return lines + ([cur] if cur else [])
+
+
+def preview_sheet(img: np.ndarray, pipeline: Pipeline, *, scale: int, count: int = 8, seed: int = 0, columns: int = 4) -> np.ndarray:
+    """A contact sheet: the HR image, then `count` random LR draws shown at HR size (nearest
+    neighbour, so every artifact stays visible), each captioned with the steps that fired."""
+    rgb = img[:, :, :3] if img.shape[2] >= 3 else np.repeat(img, 3, axis=2)
+    if rgb.dtype != np.uint8:
+        rgb = (rgb.astype(np.float32) / np.iinfo(rgb.dtype).max * 255).round().astype(np.uint8)
+    h, w = rgb.shape[0] - rgb.shape[0] % scale, rgb.shape[1] - rgb.shape[1] % scale
+    rgb = rgb[:h, :w]
+    tiles = [(rgb, ["HR (input)"])]
+    for i in range(count):
+        lr, labels = degrade_image(rgb, pipeline, scale, seed_for(seed, "preview", i))
+        shown = cv2.resize(lr, (w, h), interpolation=cv2.INTER_NEAREST)
+        tiles.append((shown, [f"#{i + 1}: " + ("; ".join(labels) if labels else "(no step fired)")]))
+    line_h, pad = 14, 4
+    captions = [sum((_wrap(t, w - 2 * pad) for t in text), []) for _, text in tiles]
+    cap_h = line_h * max(len(c) for c in captions) + 2 * pad
+    rows = (len(tiles) + columns - 1) // columns
+    cols = min(columns, len(tiles))
+    sheet = np.full((rows * (h + cap_h), cols * w, 3), 255, np.uint8)
+    for i, ((tile, _), cap) in enumerate(zip(tiles, captions)):
+        y, x = (i // columns) * (h + cap_h), (i % columns) * w
+        sheet[y : y + h, x : x + w] = tile
+        for j, line in enumerate(cap):
+            cv2.putText(sheet, line, (x + pad, y + h + pad + line_h * (j + 1) - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    return sheet
+
+
+def default_workers() -> int:
+    return min(4, os.cpu_count() or 1)

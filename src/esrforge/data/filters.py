@@ -1,0 +1,37 @@
+"""Convolution of image batches with per-sample kernels (reflect padding, any device)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+
+def filter2d(x: Tensor, kernel: Tensor) -> Tensor:
+    """Convolve x (N, C, H, W) with one kernel (kh, kw) or one per sample (N, kh, kw).
+
+    Odd kernel sizes; the border is reflect-padded (replicate where the image is too small to
+    reflect), so the output has the input's size and no dark frame.
+    """
+    n, c, h, w = x.shape
+    k = kernel.to(device=x.device, dtype=x.dtype)
+    if k.ndim == 2:
+        k = k.expand(n, -1, -1)
+    kh, kw = k.shape[-2:]
+    if kh % 2 == 0 or kw % 2 == 0:
+        raise ValueError(f"kernel size must be odd, got {kh}x{kw}")
+    ph, pw = kh // 2, kw // 2
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    xp = F.pad(x, (pw, pw, ph, ph), mode=mode)
+    # Grouped conv: every (sample, channel) plane gets its sample's kernel.
+    weight = k.repeat_interleave(c, dim=0).unsqueeze(1)  # (N*C, 1, kh, kw)
+    y = F.conv2d(xp.reshape(1, n * c, h + 2 * ph, w + 2 * pw), weight, groups=n * c)
+    return y.view(n, c, h, w)
+
+
+def gaussian_kernel(size: int, sigma: float) -> Tensor:
+    """Normalised isotropic 2-D Gaussian, float64 (cast by `filter2d`)."""
+    r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(r**2) / (2 * sigma * sigma))
+    k = torch.outer(g, g)
+    return k / k.sum()

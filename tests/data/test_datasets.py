@@ -1,0 +1,114 @@
+import warnings
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from esrforge.data.datasets import DatasetError, SRDataset
+from esrforge.data.pipeline import load_pipeline
+from esrforge.images import write_image
+from tests.conftest import photo_like
+
+
+def make_pairs(root, n=3, hr=(64, 48), scale=4, c=3, dtype=np.uint8):
+    for i in range(n):
+        img = photo_like(*hr, c=c, seed=i, dtype=dtype)
+        write_image(root / "hr" / f"sub/{i:03d}.png", img)
+        # Box-average LR (OpenCV's area resize at an integer factor): it commutes with the flips
+        # and rotations, so aligned crops can be checked exactly. MATLAB-style sizes round up.
+        lh, lw = -(-hr[0] // scale), -(-hr[1] // scale)
+        lr = cv2.resize(img[: hr[0] // scale * scale, : hr[1] // scale * scale], (hr[1] // scale, hr[0] // scale), interpolation=cv2.INTER_AREA)
+        lr = cv2.copyMakeBorder(lr, 0, lh - lr.shape[0], 0, lw - lr.shape[1], cv2.BORDER_REPLICATE).reshape(lh, lw, c)
+        write_image(root / "lr" / f"sub/{i:03d}.png", lr)
+
+
+def test_paired_crops_are_aligned_and_sized(tmp_path):
+    make_pairs(tmp_path)
+    ds = SRDataset([tmp_path / "hr"], lr_roots=[tmp_path / "lr"], scale=4, hr_size=32)
+    assert len(ds) == 3
+    for i in range(3):
+        s = ds[i]
+        assert s["hr"].shape == (3, 32, 32) and s["lr"].shape == (3, 8, 8)
+        # LR is the box average of HR, so the HR crop pooled must give the LR crop.
+        pooled = torch.nn.functional.avg_pool2d(s["hr"][None], 4)[0]
+        assert (pooled - s["lr"]).abs().max() <= 1.01 / 255
+
+
+def test_same_seed_and_epoch_give_same_items_other_epoch_differs(tmp_path):
+    make_pairs(tmp_path)
+    a = SRDataset([tmp_path / "hr"], lr_roots=[tmp_path / "lr"], scale=4, hr_size=16, seed=1)
+    b = SRDataset([tmp_path / "hr"], lr_roots=[tmp_path / "lr"], scale=4, hr_size=16, seed=1)
+    assert torch.equal(a[0]["hr"], b[0]["hr"])
+    b.set_epoch(1)
+    assert not all(torch.equal(a[i]["hr"], b[i]["hr"]) for i in range(3))
+
+
+def test_hr_only_generates_lr_and_mixes_with_given_partners(tmp_path):
+    make_pairs(tmp_path)
+    write_image(tmp_path / "hr" / "extra.png", photo_like(40, 40, seed=9))
+    ds = SRDataset([tmp_path / "hr"], lr_roots=[tmp_path / "lr"], pipeline=load_pipeline("realesrgan"), scale=4, hr_size=32)
+    assert len(ds) == 4
+    gen = [ds[i] for i in range(4) if ds.samples[i].lr is None]
+    assert len(gen) == 1 and gen[0]["lr"].shape == (3, 8, 8) and gen[0]["degradations"]
+    only_hr = SRDataset([tmp_path / "hr"], pipeline=load_pipeline("bicubic"), scale=4, hr_size=32)
+    assert all(s.lr is None for s in only_hr.samples)
+
+
+def test_missing_partner_without_pipeline_is_reported(tmp_path):
+    make_pairs(tmp_path)
+    (tmp_path / "lr" / "sub" / "001.png").unlink()
+    with pytest.raises(DatasetError, match=r"1 HR image\(s\) have no LR partner.*001.png"):
+        SRDataset([tmp_path / "hr"], lr_roots=[tmp_path / "lr"], scale=4, hr_size=16)
+
+
+def test_wrong_sizes_reported_rounding_accepted(tmp_path):
+    make_pairs(tmp_path, hr=(66, 50))  # LR 17x13 (MATLAB rounds up): within rounding, cropped
+    ds = SRDataset([tmp_path / "hr"], lr_roots=[tmp_path / "lr"], scale=4, hr_size=16)
+    assert len(ds) == 3
+    write_image(tmp_path / "lr" / "sub" / "002.png", photo_like(10, 10))
+    with pytest.raises(DatasetError, match=r"not LR x4.*002.png \(10x10\)"):
+        SRDataset([tmp_path / "hr"], lr_roots=[tmp_path / "lr"], scale=4, hr_size=16)
+
+
+def test_unreadable_files_reported_with_paths(tmp_path):
+    make_pairs(tmp_path)
+    (tmp_path / "hr" / "sub" / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(DatasetError, match=r"unreadable.*bad.png"):
+        SRDataset([tmp_path / "hr"], pipeline=load_pipeline("bicubic"), scale=4, hr_size=16)
+
+
+def test_small_images_skipped_with_one_warning(tmp_path):
+    make_pairs(tmp_path)
+    write_image(tmp_path / "hr" / "tiny.png", photo_like(20, 20))
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        ds = SRDataset([tmp_path / "hr"], pipeline=load_pipeline("bicubic"), scale=4, hr_size=32)
+    assert len(ds) == 3
+    msgs = [str(x.message) for x in w if "smaller than hr_size" in str(x.message)]
+    assert len(msgs) == 1 and "tiny.png" in msgs[0]
+
+
+@pytest.mark.parametrize("c,channels,dtype", [(1, 3, np.uint8), (4, 3, np.uint8), (4, 4, np.uint8), (3, 3, np.uint16), (1, 1, np.uint8)])
+def test_gray_rgba_16bit_sources(tmp_path, c, channels, dtype):
+    make_pairs(tmp_path, c=c, dtype=dtype)
+    ds = SRDataset([tmp_path / "hr"], lr_roots=[tmp_path / "lr"], scale=4, hr_size=16, channels=channels)
+    s = ds[0]
+    assert s["hr"].shape == (channels, 16, 16) and s["lr"].shape == (channels, 4, 4)
+    assert s["hr"].dtype == torch.float32 and 0 <= s["hr"].min() and s["hr"].max() <= 1
+    if dtype == np.uint16:
+        assert (s["hr"] * 65535 % 257 != 0).any()  # real 16-bit values, not 8-bit scaled
+
+
+def test_hr_size_must_divide_by_scale(tmp_path):
+    make_pairs(tmp_path)
+    with pytest.raises(DatasetError, match="multiple of scale"):
+        SRDataset([tmp_path / "hr"], lr_roots=[tmp_path / "lr"], scale=4, hr_size=30)
+
+
+def test_dataloader_workers_do_not_change_the_data(tmp_path):
+    make_pairs(tmp_path, n=4)
+    ds = SRDataset([tmp_path / "hr"], pipeline=load_pipeline("realesrgan"), scale=4, hr_size=32, seed=5)
+    one = [b["lr"] for b in torch.utils.data.DataLoader(ds, batch_size=2, num_workers=0)]
+    two = [b["lr"] for b in torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2)]
+    assert all(torch.equal(a, b) for a, b in zip(one, two))

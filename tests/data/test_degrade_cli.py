@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+
+from esrforge.cli import main
+from esrforge.images import read_image, write_image
+from tests.conftest import photo_like
+
+
+@pytest.fixture
+def hr_dir(tmp_path):
+    for i, (h, w) in enumerate([(64, 48), (50, 70), (33, 41)]):
+        write_image(tmp_path / "hr" / ("deep/" if i == 2 else "") / f"img{i}.png", photo_like(h, w, seed=i))
+    write_image(tmp_path / "hr" / "photo.jpg", photo_like(40, 40, seed=7))
+    return tmp_path / "hr"
+
+
+def _files(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_degrade_writes_same_names_at_lr_size(tmp_path, hr_dir):
+    assert main(["degrade", str(hr_dir), str(tmp_path / "lr"), "--scale", "4", "--workers", "0", "-q"]) == 0
+    out = _files(tmp_path / "lr")
+    assert set(out) == {"img0.png", "img1.png", "deep/img2.png", "photo.png"}
+    assert read_image(tmp_path / "lr" / "img1.png").shape == (12, 17, 3)  # mod-crop, then / 4
+    assert read_image(tmp_path / "lr" / "deep" / "img2.png").shape == (8, 10, 3)
+
+
+def test_degrade_is_deterministic_across_worker_counts(tmp_path, hr_dir):
+    args = ["--scale", "2", "--pipeline", "realesrgan", "--seed", "11", "-q"]
+    assert main(["degrade", str(hr_dir), str(tmp_path / "a"), "--workers", "0", *args]) == 0
+    assert main(["degrade", str(hr_dir), str(tmp_path / "b"), "--workers", "2", *args]) == 0
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+    assert main(["degrade", str(hr_dir), str(tmp_path / "c"), "--workers", "0", "--scale", "2", "--pipeline", "realesrgan", "--seed", "12", "-q"]) == 0
+    assert _files(tmp_path / "a") != _files(tmp_path / "c")
+
+
+def test_degrade_refuses_writing_into_the_hr_folder(tmp_path, hr_dir, capsys):
+    before = _files(hr_dir)
+    assert main(["degrade", str(hr_dir), str(hr_dir / "lr"), "-q"]) == 1
+    assert "must not be the HR folder" in capsys.readouterr().err
+    assert _files(hr_dir) == before
+
+
+def test_degrade_reports_bad_pipeline(tmp_path, hr_dir, capsys):
+    assert main(["degrade", str(hr_dir), str(tmp_path / "lr"), "--pipeline", "nonesuch", "-q"]) == 1
+    assert "neither a preset" in capsys.readouterr().err
+
+
+def test_preview_sheet(tmp_path, hr_dir):
+    sheet = tmp_path / "sheet.png"
+    assert main(["degrade", "--preview", str(hr_dir / "img0.png"), "--pipeline", "realesrgan", "-o", str(sheet), "--count", "3", "-q"]) == 0
+    img = read_image(sheet)
+    # HR + 3 draws in one row of 4 tiles, each 48 px wide, captions below the 64 px tiles.
+    assert img.shape[1] == 4 * 48 and img.shape[0] > 64
+    tiles = [img[:64, i * 48 : (i + 1) * 48].astype(int) for i in range(4)]
+    assert np.array_equal(tiles[0], photo_like(64, 48, seed=0))
+    assert not np.array_equal(tiles[1], tiles[2])  # different random draws
+    captions = img[64:, 48:96]
+    assert (captions < 128).any()  # text was drawn
+
+
+def test_preview_needs_output(tmp_path, hr_dir, capsys):
+    assert main(["degrade", "--preview", str(hr_dir / "img0.png"), "-q"]) == 1
+    assert "-o" in capsys.readouterr().err
