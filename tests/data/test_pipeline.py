@@ -103,3 +103,14 @@ def test_random_order_runs_every_group_in_some_order():
 
 def test_registry_is_a_literal_list():
     assert set(STEPS) >= {"blur", "resize", "noise", "jpeg", "webp", "dither", "quantize", "sharpen", "random_order"}
+
+
+def test_docs_describe_every_step_and_field():
+    import dataclasses
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "degradations.md").read_text()
+    for name, cls in STEPS.items():
+        assert f"### `{name}`" in doc, name
+        for f in dataclasses.fields(cls):
+            assert f"| `{f.name}` |" in doc, (name, f.name)
