@@ -265,6 +265,35 @@ def degrade(
     return 1 if errors else 0
 
 
+# --- train -----------------------------------------------------------------------------------------
+
+
+def train(
+    config: Path | None = None,
+    *,
+    runs_dir: Path = Path("runs"),
+    resume: Path | bool = False,
+    overrides: Sequence[str] = (),
+    print_config: bool = False,
+    schema: bool = False,
+    quiet: bool = False,
+) -> int:
+    """Train (or resume) a run described by a YAML config."""
+    from esrforge.train.config import config_schema, dump_config, load_config
+
+    if schema:
+        print(json.dumps(config_schema(), indent=2))
+        return 0
+    if print_config:
+        if config is None:
+            raise CommandError("--print-config needs a CONFIG file")
+        print(dump_config(load_config(config, list(overrides))), end="")
+        return 0
+    from esrforge.train.loop import train as run_training
+
+    return run_training(config, runs_dir=runs_dir, resume=resume, overrides=list(overrides), quiet=quiet)
+
+
 # --- argument parsing ------------------------------------------------------------------------------
 
 
@@ -304,6 +333,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--count", type=int, default=8, help="draws on the contact sheet")
     s.add_argument("-q", "--quiet", action="store_true")
 
+    s = sub.add_parser("train", help="train a model from a YAML config (see configs/)")
+    s.add_argument("config", type=Path, nargs="?", metavar="CONFIG")
+    s.add_argument("--runs-dir", type=Path, default=Path("runs"), help="run folders go here: RUNS_DIR/<name>/")
+    s.add_argument("--resume", nargs="?", const=True, default=False, type=Path, metavar="STATE",
+                   help="continue the newest state of the run, or the given .state file")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.iterations=1000 (repeatable)")
+    s.add_argument("--print-config", action="store_true", help="print the resolved config with defaults and exit")
+    s.add_argument("--schema", action="store_true", help="print the config's JSON schema (for editor completion)")
+    s.add_argument("-q", "--quiet", action="store_true")
+
     s = sub.add_parser("info", help="show a model file's architecture and hyperparameters")
     s.add_argument("model", type=Path)
     s.add_argument("--json", dest="as_json", action="store_true")
@@ -329,11 +369,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.pop("command")
     from esrforge.images import ImageError
     from esrforge.modelio import ModelFileError
+    from esrforge.train import TrainingError
 
-    func = {"upscale": upscale, "degrade": degrade, "info": info, "convert": convert, "interpolate": interpolate}[command]
+    func = {
+        "upscale": upscale, "degrade": degrade, "train": train, "info": info, "convert": convert, "interpolate": interpolate,
+    }[command]
     try:
         return func(**args)
-    except (CommandError, ModelFileError, ImageError, ValueError) as e:
+    except (CommandError, ModelFileError, ImageError, ValueError, TrainingError) as e:
         print(f"esrforge {command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -1,0 +1,264 @@
+"""The training config: one YAML file, typed, with every default visible in --print-config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from esrforge.train.schema import ConfigError, bounded, json_schema, parse, to_dict
+
+Problems = list[tuple[str, str]]
+
+
+@dataclass
+class TrainData:
+    """Training images."""
+
+    hr: list[str]
+    lr: list[str] | None = None
+    degradation: Any = None  # preset name, pipeline YAML path, or inline steps; None = bicubic
+    hr_size: int = bounded(128, lo=4, doc="training crop on the HR side (LR crop = hr_size / scale)")
+    batch_size: int = bounded(16, lo=1)
+    workers: int = bounded(4, lo=0, doc="DataLoader worker processes")
+    channels: Literal[1, 3, 4] = 3
+    augment: bool = True
+
+
+@dataclass
+class ValData:
+    """Validation images: HR, and LR (missing -> MATLAB bicubic of HR)."""
+
+    hr: list[str]
+    lr: list[str] | None = None
+    every: int = bounded(5000, lo=1, doc="iterations between validations")
+    crop_border: int | None = bounded(None, lo=0, doc="pixels cropped for PSNR/SSIM; default = scale")
+    save_images: int = bounded(4, lo=0, doc="side-by-side images saved per validation")
+
+
+@dataclass
+class Data:
+    train: TrainData
+    val: ValData | None = None
+
+
+_GEN_KEYS = {"rrdbnet": ("num_feat", "num_block", "num_grow_ch"), "compact": ("num_feat", "num_conv", "activation")}
+
+
+@dataclass
+class GeneratorCfg:
+    """The generator; hyperparameters not given take the architecture's defaults."""
+
+    arch: Literal["rrdbnet", "compact"]
+    num_feat: int | None = bounded(None, lo=1)
+    num_block: int | None = bounded(None, lo=1)
+    num_grow_ch: int | None = bounded(None, lo=1)
+    num_conv: int | None = bounded(None, lo=0)
+    activation: Literal["prelu", "relu", "leakyrelu"] | None = None
+    in_ch: int = bounded(3, lo=1)
+    out_ch: int = bounded(3, lo=1)
+
+    def check(self) -> Problems:
+        allowed = _GEN_KEYS[self.arch]
+        return [
+            (k, f"not a {self.arch} hyperparameter (allowed: {', '.join(allowed)})")
+            for k in ("num_feat", "num_block", "num_grow_ch", "num_conv", "activation")
+            if getattr(self, k) is not None and k not in allowed
+        ]
+
+    def hparams(self, scale: int) -> dict[str, Any]:
+        h = {k: getattr(self, k) for k in _GEN_KEYS[self.arch] if getattr(self, k) is not None}
+        return h | {"in_ch": self.in_ch, "out_ch": self.out_ch, "scale": scale}
+
+
+_DISC_KEYS = {
+    "vgg": ("num_feat",),
+    "patchgan": ("num_feat", "n_layers", "spectral_norm"),
+    "multiscale_patchgan": ("num_feat", "n_layers", "num_D", "spectral_norm"),
+    "unet": ("num_feat", "skip_connection"),
+}
+
+
+@dataclass
+class DiscriminatorCfg:
+    """The discriminator; absent = PSNR-oriented training."""
+
+    arch: Literal["vgg", "patchgan", "multiscale_patchgan", "unet"]
+    num_feat: int | None = bounded(None, lo=1)
+    n_layers: int | None = bounded(None, lo=1)
+    num_D: int | None = bounded(None, lo=1)
+    spectral_norm: bool | None = None
+    skip_connection: bool | None = None
+
+    def check(self) -> Problems:
+        allowed = _DISC_KEYS[self.arch]
+        return [
+            (k, f"not a {self.arch} discriminator hyperparameter (allowed: {', '.join(allowed)})")
+            for k in ("num_feat", "n_layers", "num_D", "spectral_norm", "skip_connection")
+            if getattr(self, k) is not None and k not in allowed
+        ]
+
+    def hparams(self, in_ch: int) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in _DISC_KEYS[self.arch] if getattr(self, k) is not None} | {"in_ch": in_ch}
+
+
+@dataclass
+class Pretrain:
+    generator: str | None = None
+    discriminator: str | None = None
+    strict: bool = bounded(True, doc="false: load matching tensors and list the rest")
+
+
+@dataclass
+class PixelLossCfg:
+    type: Literal["l1", "mse", "charbonnier"] = "l1"
+    weight: float = bounded(1.0, lo=0)
+
+
+@dataclass
+class PerceptualLossCfg:
+    layers: dict[str, float] = bounded({"conv5_4": 1.0})
+    weight: float = bounded(1.0, lo=0)
+    criterion: Literal["l1", "mse"] = "l1"
+    pre_activation: bool = True
+    vgg_weights: str | None = None
+
+
+@dataclass
+class GanLossCfg:
+    type: Literal["vanilla", "lsgan", "hinge"] = "vanilla"
+    relativistic: bool = False
+    weight: float = bounded(5e-3, lo=0)
+
+
+@dataclass
+class Losses:
+    pixel: PixelLossCfg | None = field(default_factory=PixelLossCfg)
+    perceptual: PerceptualLossCfg | None = None
+    gan: GanLossCfg | None = None
+
+
+@dataclass
+class OptimCfg:
+    type: Literal["adam", "adamw"] = "adam"
+    lr: float = bounded(1e-4, lo=0)
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = bounded(0.0, lo=0)
+
+
+@dataclass
+class Optim:
+    generator: OptimCfg = field(default_factory=OptimCfg)
+    discriminator: OptimCfg = field(default_factory=OptimCfg)
+
+
+@dataclass
+class Schedule:
+    """Learning-rate schedule, applied to both optimizers."""
+
+    type: Literal["constant", "multistep", "cosine_restarts"] = "constant"
+    milestones: list[int] = bounded([], doc="multistep: iterations where lr *= gamma")
+    gamma: float = bounded(0.5, lo=0)
+    periods: list[int] = bounded([], doc="cosine_restarts: length of each cycle")
+    restart_weights: list[float] = bounded([], doc="cosine_restarts: lr multiplier at each restart")
+    eta_min: float = bounded(1e-7, lo=0)
+    warmup: int = bounded(0, lo=0, doc="iterations of linear warmup")
+
+    def check(self) -> Problems:
+        out: Problems = []
+        if self.type == "cosine_restarts":
+            if not self.periods:
+                out.append(("periods", "required for cosine_restarts"))
+            elif self.restart_weights and len(self.restart_weights) != len(self.periods):
+                out.append(("restart_weights", f"needs one weight per period ({len(self.periods)})"))
+        if self.type == "multistep" and sorted(self.milestones) != self.milestones:
+            out.append(("milestones", "must be increasing"))
+        return out
+
+
+@dataclass
+class TrainLoop:
+    iterations: int = bounded(400_000, lo=1)
+    ema: float | None = bounded(0.999, lo=0, hi=1, doc="EMA decay of the generator; null = off")
+    checkpoint_every: int = bounded(5000, lo=1)
+    keep_checkpoints: int = bounded(3, lo=1, doc="older checkpoints are deleted; the final one is kept")
+    log_every: int = bounded(100, lo=1)
+    grad_clip: float | None = bounded(None, lo=0)
+    accumulate: int = bounded(1, lo=1, doc="gradient accumulation steps per iteration")
+    d_start: int = bounded(0, lo=0, doc="iteration at which the discriminator starts")
+    max_bad_steps: int = bounded(5, lo=1, doc="consecutive NaN/inf losses before the run stops")
+    channels_last: bool = True
+    sharpen_hr: float = bounded(0.0, lo=0, doc="USM amount on HR targets (Real-ESRGAN: 0.5); 0 = off")
+
+
+@dataclass
+class TrainConfig:
+    """An esrforge training run."""
+
+    name: str
+    scale: Literal[1, 2, 4, 8]
+    data: Data
+    generator: GeneratorCfg
+    seed: int = 0
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    pretrain: Pretrain | None = None
+    discriminator: DiscriminatorCfg | None = None
+    losses: Losses = field(default_factory=Losses)
+    optim: Optim = field(default_factory=Optim)
+    schedule: Schedule = field(default_factory=Schedule)
+    train: TrainLoop = field(default_factory=TrainLoop)
+
+    def check(self) -> Problems:
+        out: Problems = []
+        if self.data.train.hr_size % self.scale:
+            out.append(("data.train.hr_size", f"{self.data.train.hr_size} is not a multiple of scale {self.scale}"))
+        if self.losses.gan is not None and self.discriminator is None:
+            out.append(("losses.gan", "needs a discriminator section"))
+        if self.discriminator is not None and self.losses.gan is None:
+            out.append(("discriminator", "needs losses.gan (the discriminator is only used by the GAN loss)"))
+        if all(getattr(self.losses, k) is None for k in ("pixel", "perceptual", "gan")):
+            out.append(("losses", "at least one of pixel, perceptual, gan is needed"))
+        return out
+
+
+def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for k in keys[:-1]:
+        if not isinstance(node.get(k), dict):
+            node[k] = {}
+        node = node[k]
+    node[keys[-1]] = value
+
+
+def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None = None) -> TrainConfig:
+    """Read and validate a config (file or dict); `overrides` are `a.b.c=value` (YAML values)."""
+    if isinstance(source, dict):
+        data, name = source, "config"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError([f"no such config file: {path}"], str(path))
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise ConfigError([f"not valid YAML ({str(e).splitlines()[0]})"], str(path)) from None
+        name = str(path)
+    data = dict(data or {})
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError([f"--set {item!r}: expected key.path=value"], name)
+        _set(data, key.strip(), yaml.safe_load(raw))
+    return parse(TrainConfig, data, name)
+
+
+def dump_config(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
+
+
+def config_schema() -> dict[str, Any]:
+    return json_schema(TrainConfig)

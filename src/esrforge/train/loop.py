@@ -1,0 +1,570 @@
+"""The training loop, top-down: setup -> fit -> train_step -> validate -> save_checkpoint.
+
+Everything a run needs to continue lives in its training state file (config, iteration, data
+position, every network, optimizer and RNG state), so `--resume` needs no other file, and a run
+stopped with Ctrl-C continues bit-identically on CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from esrforge.archs import build
+from esrforge.data.datasets import SRDataset, scan_images, seed_for
+from esrforge.data.pipeline import load_pipeline
+from esrforge.data.resize import imresize
+from esrforge.data.sharpen import usm_sharpen
+from esrforge.infer.device import cpu_has_fast_bf16, resolve_device
+from esrforge.modelio import load_model, read_raw, unwrap
+from esrforge.modelio.detect import describe
+from esrforge.modelio.files import atomic_save
+from esrforge.modelio.save import save_model
+from esrforge.train import TrainingError
+from esrforge.train.config import Schedule, TrainConfig, dump_config, load_config
+from esrforge.train.schema import parse, to_dict
+
+STATE_DIR, MODEL_DIR = "training_states", "models"
+
+
+# --- setup -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    cfg: TrainConfig
+    run_dir: Path
+    device: torch.device
+    amp: torch.dtype | None
+    net_g: nn.Module
+    net_ema: nn.Module | None
+    net_d: nn.Module | None
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer | None
+    scaler: torch.amp.GradScaler | None
+    losses: dict[str, nn.Module]
+    dataset: SRDataset
+    iteration: int = 0
+    epoch: int = 0
+    batches_done: int = 0  # within the current epoch
+    bad_steps: int = 0
+    best: dict[str, Any] = field(default_factory=dict)
+    last_checkpoint: int | None = None
+    stop_requested: bool = False
+
+
+def resolve_amp(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype; None = fp32. auto: fp16 on CUDA, bf16 where the CPU has bf16 units."""
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.float16
+        return torch.bfloat16 if device.type == "cpu" and cpu_has_fast_bf16() else None
+    return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+
+def _optimizer(params: Any, cfg: Any) -> torch.optim.Optimizer:
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.type]
+    return cls(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+
+
+def load_pretrained(net: nn.Module, path: str, *, strict: bool, what: str, generator: bool) -> list[str]:
+    """Load weights from any file the upscaler reads (any layout). Returns the skipped keys."""
+    if generator:
+        src = load_model(path).module.state_dict()
+    else:
+        raw, _ = read_raw(path)
+        src = unwrap(raw, path)
+    want = net.state_dict()
+    matching = {k: v for k, v in src.items() if k in want and v.shape == want[k].shape}
+    skipped = sorted(set(want) - set(matching)) + sorted(set(src) - set(want))
+    if strict and skipped:
+        raise TrainingError(
+            f"{path}: does not fit the {what} ({len(skipped)} tensors differ, e.g. {', '.join(skipped[:3])}); "
+            "set pretrain.strict: false to load the matching tensors only"
+        )
+    net.load_state_dict({**want, **{k: v.to(want[k].dtype) for k, v in matching.items()}})
+    return skipped
+
+
+def build_dataset(cfg: TrainConfig) -> SRDataset:
+    t = cfg.data.train
+    pipeline = None
+    if t.lr is None or t.degradation is not None:
+        pipeline = load_pipeline(t.degradation if t.degradation is not None else "bicubic")
+    return SRDataset(
+        t.hr, lr_roots=t.lr, pipeline=pipeline, scale=cfg.scale, hr_size=t.hr_size,
+        channels=t.channels, augment=t.augment, seed=cfg.seed,
+    )
+
+
+def setup(cfg: TrainConfig, run_dir: Path, log: Callable[[str], None] = print) -> Run:
+    device = resolve_device(cfg.device)
+    amp = resolve_amp(cfg.precision, device)
+    torch.manual_seed(cfg.seed)
+    hp = cfg.generator.hparams(cfg.scale)
+    net_g = build(cfg.generator.arch, **hp).to(device)
+    losses: dict[str, nn.Module] = {}
+    if cfg.losses.pixel is not None:
+        from esrforge.losses.pixel import PixelLoss
+
+        losses["pixel"] = PixelLoss(cfg.losses.pixel.type, weight=cfg.losses.pixel.weight)
+    if cfg.losses.perceptual is not None:
+        from esrforge.losses.perceptual import PerceptualLoss
+
+        p = cfg.losses.perceptual
+        losses["perceptual"] = PerceptualLoss(
+            dict(p.layers), weight=p.weight, criterion=p.criterion, vgg_weights=p.vgg_weights, pre_activation=p.pre_activation
+        ).to(device)
+    net_d = None
+    if cfg.discriminator is not None and cfg.losses.gan is not None:
+        from esrforge.archs.discriminators import build_discriminator
+        from esrforge.losses.gan import GANLoss
+
+        net_d = build_discriminator(cfg.discriminator.arch, **cfg.discriminator.hparams(cfg.generator.out_ch)).to(device)
+        losses["gan"] = GANLoss(cfg.losses.gan.type, relativistic=cfg.losses.gan.relativistic, weight=cfg.losses.gan.weight)
+    if cfg.pretrain is not None:
+        for what, net, path, is_g in (("generator", net_g, cfg.pretrain.generator, True), ("discriminator", net_d, cfg.pretrain.discriminator, False)):
+            if path is None:
+                continue
+            if net is None:
+                raise TrainingError(f"pretrain.{what}: the config has no {what} to load it into")
+            skipped = load_pretrained(net, path, strict=cfg.pretrain.strict, what=what, generator=is_g)
+            log(f"pretrain {what}: loaded {path}" + (f"; not loaded: {', '.join(skipped)}" if skipped else ""))
+    if cfg.train.channels_last and device.type in ("cpu", "cuda"):
+        net_g = net_g.to(memory_format=torch.channels_last)
+        net_d = net_d.to(memory_format=torch.channels_last) if net_d is not None else None
+    net_ema = copy.deepcopy(net_g).eval().requires_grad_(False) if cfg.train.ema is not None else None
+    opt_g = _optimizer(net_g.parameters(), cfg.optim.generator)
+    opt_d = _optimizer(net_d.parameters(), cfg.optim.discriminator) if net_d is not None else None
+    scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
+    dataset = build_dataset(cfg)
+    if len(dataset) < cfg.data.train.batch_size:
+        raise TrainingError(
+            f"data.train: {len(dataset)} usable image(s), fewer than batch_size {cfg.data.train.batch_size}"
+        )
+    return Run(cfg, run_dir, device, amp, net_g, net_ema, net_d, opt_g, opt_d, scaler, losses, dataset)
+
+
+# --- schedule ------------------------------------------------------------------------------------
+
+
+def lr_factor(s: Schedule, it: int) -> float:
+    """Learning-rate multiplier at iteration `it` (0-based): a pure function, so resume is exact."""
+    f = 1.0
+    if s.type == "multistep":
+        f = s.gamma ** sum(1 for m in s.milestones if it >= m)
+    elif s.type == "cosine_restarts":
+        start = 0
+        weights = s.restart_weights or [1.0] * len(s.periods)
+        for period, w in zip(s.periods, weights):
+            if it < start + period:
+                t = (it - start) / period
+                return _warm(s, it) * (s.eta_min + (w - s.eta_min) * 0.5 * (1 + math.cos(math.pi * t)))
+            start += period
+        f = s.eta_min
+    return _warm(s, it) * f
+
+
+def _warm(s: Schedule, it: int) -> float:
+    return min(1.0, (it + 1) / s.warmup) if s.warmup else 1.0
+
+
+def _set_lr(opt: torch.optim.Optimizer | None, base: float, factor: float) -> float:
+    if opt is not None:
+        for group in opt.param_groups:
+            group["lr"] = base * factor
+    return base * factor
+
+
+# --- data order ------------------------------------------------------------------------------------
+
+
+def batches(run: Run) -> Iterator[dict[str, Any]]:
+    """Endless batches. The order of each epoch comes from (seed, epoch) and the position is
+    counted, so a resumed run sees exactly the batches it would have seen."""
+    bs = run.cfg.data.train.batch_size
+    while True:
+        run.dataset.set_epoch(run.epoch)
+        g = torch.Generator().manual_seed(seed_for(run.cfg.seed, "order", run.epoch))
+        order = torch.randperm(len(run.dataset), generator=g).tolist()
+        order = order[: len(order) // bs * bs][run.batches_done * bs :]
+        # The loader's own generator only seeds its workers; giving it one keeps the global RNG
+        # untouched, so where a resumed run creates its loader does not matter.
+        loader = DataLoader(
+            run.dataset, batch_size=bs, sampler=order, num_workers=run.cfg.data.train.workers,
+            drop_last=True, generator=torch.Generator().manual_seed(seed_for(run.cfg.seed, "workers", run.epoch)),
+        )
+        for batch in loader:
+            run.batches_done += 1
+            yield batch
+        run.epoch += 1
+        run.batches_done = 0
+
+
+# --- one iteration ---------------------------------------------------------------------------------
+
+
+def _autocast(run: Run):
+    return torch.autocast(run.device.type, dtype=run.amp, enabled=run.amp is not None)
+
+
+def _finite(losses: dict[str, Tensor]) -> bool:
+    return all(bool(torch.isfinite(v).all()) for v in losses.values())
+
+
+def _backward(run: Run, loss: Tensor) -> None:
+    (run.scaler.scale(loss) if run.scaler is not None else loss).backward()
+
+
+def _step(run: Run, opt: torch.optim.Optimizer, params: Any) -> None:
+    clip = run.cfg.train.grad_clip
+    if run.scaler is not None:
+        if clip:
+            run.scaler.unscale_(opt)
+        if clip:
+            nn.utils.clip_grad_norm_(params, clip)
+        run.scaler.step(opt)
+    else:
+        if clip:
+            nn.utils.clip_grad_norm_(params, clip)
+        opt.step()
+
+
+def train_step(run: Run, micro_batches: list[dict[str, Any]]) -> dict[str, float] | None:
+    """One optimizer step of G (and D) over `accumulate` micro-batches. None = skipped (NaN/inf)."""
+    cfg, dev = run.cfg, run.device
+    use_d = run.net_d is not None and run.iteration >= cfg.train.d_start
+    n = len(micro_batches)
+    logs: dict[str, float] = {}
+    run.opt_g.zero_grad(set_to_none=True)
+    if run.opt_d is not None:
+        run.opt_d.zero_grad(set_to_none=True)
+    fakes = []
+    for mb in micro_batches:
+        lr = mb["lr"].to(dev, non_blocking=True)
+        hr = mb["hr"].to(dev, non_blocking=True)
+        if cfg.train.channels_last and dev.type in ("cpu", "cuda"):
+            lr = lr.contiguous(memory_format=torch.channels_last)
+        # Real-ESRGAN sharpens the targets of the pixel and perceptual losses, not the GAN's.
+        target = usm_sharpen(hr, cfg.train.sharpen_hr) if cfg.train.sharpen_hr > 0 else hr
+        if run.net_d is not None:
+            run.net_d.requires_grad_(False)
+        with _autocast(run):
+            sr = run.net_g(lr)
+            parts: dict[str, Tensor] = {}
+            if "pixel" in run.losses:
+                parts["pixel"] = run.losses["pixel"](sr.float(), target)
+            if "perceptual" in run.losses:
+                parts["perceptual"] = run.losses["perceptual"](sr.float(), target)
+            if use_d:
+                real = run.net_d(hr)
+                real = [r.detach() for r in real] if isinstance(real, list) else real.detach()
+                parts["gan_g"] = run.losses["gan"].generator_loss(real, run.net_d(sr))
+        total = sum(parts.values())
+        if not _finite(parts):
+            return None
+        _backward(run, total / n)
+        for k, v in parts.items():
+            logs[k] = logs.get(k, 0.0) + float(v) / n
+        fakes.append((hr, sr.detach()))
+    _step(run, run.opt_g, run.net_g.parameters())
+    if use_d:
+        run.net_d.requires_grad_(True)
+        d_parts = []
+        for hr, sr in fakes:
+            with _autocast(run):
+                d_loss = run.losses["gan"].discriminator_loss(run.net_d(hr), run.net_d(sr))
+            if not torch.isfinite(d_loss):
+                return None
+            _backward(run, d_loss / n)
+            d_parts.append(float(d_loss) / n)
+        _step(run, run.opt_d, run.net_d.parameters())
+        logs["gan_d"] = sum(d_parts)
+    if run.scaler is not None:
+        run.scaler.update()
+    if run.net_ema is not None:
+        update_ema(run.net_ema, run.net_g, cfg.train.ema)
+    return logs
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, net: nn.Module, decay: float) -> None:
+    """ema = decay * ema + (1 - decay) * net; buffers copied."""
+    e_params = [p for p in ema.parameters()]
+    n_params = [p.detach() for p in net.parameters()]
+    torch._foreach_lerp_(e_params, n_params, 1.0 - decay)
+    for be, bn in zip(ema.buffers(), net.buffers()):
+        be.copy_(bn)
+
+
+# --- validation ------------------------------------------------------------------------------------
+
+
+def val_pairs(cfg: TrainConfig) -> list[tuple[str, Path, Path | None]]:
+    v = cfg.data.val
+    assert v is not None
+    hr = scan_images(v.hr)
+    lr = scan_images(v.lr) if v.lr else {}
+    return [(k, p, lr.get(k)) for k, p in hr.items()]
+
+
+@torch.inference_mode()
+def validate(run: Run) -> dict[str, float]:
+    """PSNR/SSIM as papers report them (Y channel, border = scale) plus RGB PSNR; saves
+    bicubic | output | HR strips for the first images; tracks the best PSNR."""
+    from esrforge.images import read_image, write_image
+    from esrforge.data.datasets import to_tensor
+    from esrforge.metrics.psnr_ssim import psnr_torch, ssim_torch
+
+    cfg = run.cfg
+    v = cfg.data.val
+    assert v is not None
+    net = run.net_ema if run.net_ema is not None else run.net_g
+    net.eval()
+    border = cfg.scale if v.crop_border is None else v.crop_border
+    ch = cfg.data.train.channels
+    scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "psnr_rgb": []}
+    out_dir = run.run_dir / "visualization" / f"{run.iteration:08d}"
+    for i, (key, hr_path, lr_path) in enumerate(val_pairs(cfg)):
+        hr = to_tensor(read_image(hr_path), ch).unsqueeze(0).to(run.device)
+        h, w = hr.shape[-2] // cfg.scale * cfg.scale, hr.shape[-1] // cfg.scale * cfg.scale
+        hr = hr[..., :h, :w]
+        if lr_path is not None:
+            lr = to_tensor(read_image(lr_path), ch).unsqueeze(0).to(run.device)[..., : h // cfg.scale, : w // cfg.scale]
+        else:
+            lr = imresize(hr, 1 / cfg.scale).clamp(0, 1)
+        with _autocast(run):
+            sr = net(lr).float().clamp(0, 1)
+        sr_q, hr_q = (sr * 255).round() / 255, (hr * 255).round() / 255  # metrics on 8-bit images
+        scores["psnr"].append(float(psnr_torch(sr_q, hr_q, border, True)[0]))
+        scores["ssim"].append(float(ssim_torch(sr_q, hr_q, border, True)[0]))
+        scores["psnr_rgb"].append(float(psnr_torch(sr_q, hr_q, border, False)[0]))
+        if i < v.save_images:
+            bicubic = torch.nn.functional.interpolate(lr, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 1)
+            strip = torch.cat([bicubic, sr, hr], dim=-1)[0, :3].permute(1, 2, 0).float().cpu().numpy()
+            write_image(out_dir / f"{key.replace('/', '_')}.png", strip)
+    if net is run.net_g:
+        net.train()
+    result = {k: float(np.mean(vals)) for k, vals in scores.items() if vals}
+    if result and ("psnr" not in run.best or result["psnr"] > run.best["psnr"]):
+        run.best = {"psnr": result["psnr"], "ssim": result["ssim"], "iteration": run.iteration}
+    return result
+
+
+# --- checkpoints -----------------------------------------------------------------------------------
+
+
+def _state(run: Run) -> dict[str, Any]:
+    return {
+        "format": "esrforge-training-state-1",
+        "config": to_dict(run.cfg),
+        "iteration": run.iteration,
+        "epoch": run.epoch,
+        "batches_done": run.batches_done,
+        "best": run.best,
+        "net_g": run.net_g.state_dict(),
+        "net_ema": run.net_ema.state_dict() if run.net_ema is not None else None,
+        "net_d": run.net_d.state_dict() if run.net_d is not None else None,
+        "opt_g": run.opt_g.state_dict(),
+        "opt_d": run.opt_d.state_dict() if run.opt_d is not None else None,
+        "scaler": run.scaler.state_dict() if run.scaler is not None else None,
+        "rng_torch": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def save_checkpoint(run: Run, *, final: bool = False) -> None:
+    """models/net_g_<it>.{pth,safetensors}, net_d_<it>.pth, *_latest, training_states/<it>.state;
+    each written atomically; only the newest `keep_checkpoints` are kept, plus the final one."""
+    it = run.iteration
+    mdir, sdir = run.run_dir / MODEL_DIR, run.run_dir / STATE_DIR
+    mdir.mkdir(parents=True, exist_ok=True)
+    sdir.mkdir(parents=True, exist_ok=True)
+    g_sd = {k: v.detach().float().contiguous().cpu() for k, v in run.net_g.state_dict().items()}
+    pth: dict[str, Any] = {"params": g_sd}
+    use_sd = g_sd
+    if run.net_ema is not None:
+        use_sd = {k: v.detach().float().contiguous().cpu() for k, v in run.net_ema.state_dict().items()}
+        pth["params_ema"] = use_sd
+    desc = describe(run.cfg.generator.arch, "basicsr", run.net_g.hparams(), run.net_g, f"net_g_{it}")
+    for tag in (str(it), "latest"):
+        atomic_save(mdir / f"net_g_{tag}.pth", lambda tmp: torch.save(pth, tmp))
+        save_model(mdir / f"net_g_{tag}.safetensors", use_sd, desc)
+        if run.net_d is not None:
+            d_sd = {k: v.detach().cpu() for k, v in run.net_d.state_dict().items()}
+            atomic_save(mdir / f"net_d_{tag}.pth", lambda tmp: torch.save({"params": d_sd}, tmp))
+    state = _state(run)
+    atomic_save(sdir / f"{it}.state", lambda tmp: torch.save(state, tmp))
+    meta = run.run_dir / "final_iteration"
+    if final:
+        meta.write_text(str(it))
+    run.last_checkpoint = it
+    _prune(run)
+
+
+def _prune(run: Run) -> None:
+    keep = run.cfg.train.keep_checkpoints
+    final_file = run.run_dir / "final_iteration"
+    final = int(final_file.read_text()) if final_file.exists() else None
+    its = sorted(int(p.stem) for p in (run.run_dir / STATE_DIR).glob("*.state") if p.stem.isdigit())
+    for it in its[:-keep]:
+        if it == final:
+            continue
+        (run.run_dir / STATE_DIR / f"{it}.state").unlink(missing_ok=True)
+        for name in (f"net_g_{it}.pth", f"net_g_{it}.safetensors", f"net_d_{it}.pth"):
+            (run.run_dir / MODEL_DIR / name).unlink(missing_ok=True)
+
+
+def newest_state(run_dir: Path) -> Path | None:
+    states = [p for p in (run_dir / STATE_DIR).glob("*.state") if p.stem.isdigit()]
+    return max(states, key=lambda p: int(p.stem)) if states else None
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure here means an unusable file
+        raise TrainingError(f"{path}: not a readable training state ({str(e).splitlines()[0]})") from None
+    if not isinstance(state, dict) or state.get("format") != "esrforge-training-state-1":
+        raise TrainingError(f"{path}: not an esrforge training state")
+    return state
+
+
+def restore(run: Run, state: dict[str, Any]) -> None:
+    run.net_g.load_state_dict(state["net_g"])
+    if run.net_ema is not None and state["net_ema"] is not None:
+        run.net_ema.load_state_dict(state["net_ema"])
+    if run.net_d is not None and state["net_d"] is not None:
+        run.net_d.load_state_dict(state["net_d"])
+    run.opt_g.load_state_dict(state["opt_g"])
+    if run.opt_d is not None and state["opt_d"] is not None:
+        run.opt_d.load_state_dict(state["opt_d"])
+    if run.scaler is not None and state["scaler"] is not None:
+        run.scaler.load_state_dict(state["scaler"])
+    run.iteration, run.epoch, run.batches_done = state["iteration"], state["epoch"], state["batches_done"]
+    run.best = state.get("best") or {}
+    torch.set_rng_state(state["rng_torch"])
+    if state.get("rng_cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng_cuda"])
+    run.last_checkpoint = run.iteration
+
+
+# --- fit ---------------------------------------------------------------------------------------------
+
+
+def fit(run: Run, *, quiet: bool = False, on_iteration: Callable[[Run], None] | None = None) -> int:
+    """Train until `train.iterations`, or until SIGINT/SIGTERM (then save and return 130)."""
+    from tqdm import tqdm
+
+    cfg = run.cfg
+    t = cfg.train
+    log_path = run.run_dir / "log.jsonl"
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    (run.run_dir / "config.yml").write_text(dump_config(cfg))
+
+    def request_stop(signum: int, frame: Any) -> None:
+        run.stop_requested = True
+
+    old = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    bar = tqdm(total=t.iterations, initial=run.iteration, disable=quiet, dynamic_ncols=True, unit="it")
+    data = batches(run)
+    bs = cfg.data.train.batch_size * t.accumulate
+    t0, it0 = time.perf_counter(), run.iteration
+    try:
+        with open(log_path, "a", encoding="utf-8") as logf:
+            while run.iteration < t.iterations and not run.stop_requested:
+                factor = lr_factor(cfg.schedule, run.iteration)
+                lr_g = _set_lr(run.opt_g, cfg.optim.generator.lr, factor)
+                _set_lr(run.opt_d, cfg.optim.discriminator.lr, factor)
+                logs = train_step(run, [next(data) for _ in range(t.accumulate)])
+                if logs is None:
+                    run.bad_steps += 1
+                    if run.bad_steps >= t.max_bad_steps:
+                        last = f"training_states/{run.last_checkpoint}.state" if run.last_checkpoint is not None else "none yet"
+                        raise TrainingError(
+                            f"{run.bad_steps} iterations in a row had a NaN/inf loss at iteration {run.iteration} "
+                            f"(the generator or discriminator diverged: lower optim lr, set train.grad_clip, or use fp32); "
+                            f"last good checkpoint: {last}"
+                        )
+                    continue
+                run.bad_steps = 0
+                run.iteration += 1
+                bar.update(1)
+                if run.iteration % t.log_every == 0 or run.iteration == t.iterations:
+                    rate = (run.iteration - it0) / max(time.perf_counter() - t0, 1e-9)
+                    rec = {"iter": run.iteration, "epoch": run.epoch, "images": run.iteration * bs, "lr": lr_g, "it_per_s": rate, **logs}
+                    logf.write(json.dumps(rec) + "\n")
+                    logf.flush()
+                    bar.set_postfix({"ep": run.epoch, **{k: f"{v:.4g}" for k, v in logs.items()}}, refresh=False)
+                if cfg.data.val is not None and run.iteration % cfg.data.val.every == 0:
+                    res = validate(run)
+                    logf.write(json.dumps({"iter": run.iteration, "val": res}) + "\n")
+                    logf.flush()
+                    if not quiet:
+                        tqdm.write(f"val @ {run.iteration}: " + ", ".join(f"{k} {v:.4f}" for k, v in res.items()))
+                if run.iteration % t.checkpoint_every == 0 and run.iteration < t.iterations:
+                    save_checkpoint(run)
+                if on_iteration is not None:
+                    on_iteration(run)
+    finally:
+        bar.close()
+        for s, h in old.items():
+            signal.signal(s, h)
+    if run.stop_requested and run.iteration < t.iterations:
+        save_checkpoint(run)
+        print(f"stopped at iteration {run.iteration}; resume with --resume (state: {run.run_dir / STATE_DIR / f'{run.iteration}.state'})", file=sys.stderr)
+        return 130
+    save_checkpoint(run, final=True)
+    if not quiet:
+        print(f"done: {run.iteration} iterations; weights: {run.run_dir / MODEL_DIR / f'net_g_{run.iteration}.safetensors'}", file=sys.stderr)
+    return 0
+
+
+def train(
+    config: Path | None,
+    *,
+    runs_dir: Path = Path("runs"),
+    resume: Path | bool = False,
+    overrides: list[str] | None = None,
+    quiet: bool = False,
+    on_iteration: Callable[[Run], None] | None = None,
+) -> int:
+    """`esrforge train`: start or resume a run. Returns the exit code."""
+    state = None
+    if isinstance(resume, Path):
+        state = read_state(resume)
+        cfg = load_config(config, overrides) if config is not None else parse(TrainConfig, state["config"], str(resume))
+    else:
+        if config is None:
+            raise TrainingError("give a CONFIG file, or --resume PATH to a training state")
+        cfg = load_config(config, overrides)
+    run_dir = runs_dir / cfg.name
+    if resume is True:
+        path = newest_state(run_dir)
+        if path is None:
+            raise TrainingError(f"--resume: no training state in {run_dir / STATE_DIR}")
+        state = read_state(path)
+    elif state is None and newest_state(run_dir) is not None:
+        raise TrainingError(f"{run_dir} already holds a run; use --resume to continue it, or another name")
+    run = setup(cfg, run_dir, log=(lambda m: None) if quiet else print)
+    if state is not None:
+        restore(run, state)
+        if not quiet:
+            print(f"resumed at iteration {run.iteration} (epoch {run.epoch})", file=sys.stderr)
+    return fit(run, quiet=quiet, on_iteration=on_iteration)
+
+
+__all__ = ["Run", "TrainingError", "fit", "lr_factor", "setup", "train", "train_step", "validate"]
