@@ -278,7 +278,7 @@ def train_step(run: Run, micro_batches: list[dict[str, Any]]) -> dict[str, float
             return None
         _backward(run, total / n)
         for k, v in parts.items():
-            logs[k] = logs.get(k, 0.0) + float(v) / n
+            logs[k] = logs.get(k, 0.0) + float(v.detach()) / n
         fakes.append((hr, sr.detach()))
     _step(run, run.opt_g, run.net_g.parameters())
     if use_d:
@@ -290,7 +290,7 @@ def train_step(run: Run, micro_batches: list[dict[str, Any]]) -> dict[str, float
             if not torch.isfinite(d_loss):
                 return None
             _backward(run, d_loss / n)
-            d_parts.append(float(d_loss) / n)
+            d_parts.append(float(d_loss.detach()) / n)
         _step(run, run.opt_d, run.net_d.parameters())
         logs["gan_d"] = sum(d_parts)
     if run.scaler is not None:

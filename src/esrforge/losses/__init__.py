@@ -1,0 +1,1 @@
+"""Training losses: pixel, perceptual (VGG19), GAN."""

@@ -1,0 +1,184 @@
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from esrforge.cli import main
+from esrforge.images import read_image, write_image
+from esrforge.train import TrainingError
+from esrforge.train.config import Schedule
+from esrforge.train.loop import lr_factor, train
+from tests.conftest import photo_like, tiny_rrdb
+
+CONFIGS = Path(__file__).parents[2] / "configs"
+
+# VGG19 conv layers in torchvision's `features` indices, with their channel counts.
+_VGG = [(0, 3, 64), (2, 64, 64), (5, 64, 128), (7, 128, 128), (10, 128, 256), (12, 256, 256), (14, 256, 256),
+        (16, 256, 256), (19, 256, 512), (21, 512, 512), (23, 512, 512), (25, 512, 512), (28, 512, 512),
+        (30, 512, 512), (32, 512, 512), (34, 512, 512)]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ws")
+    for i in range(4):
+        write_image(root / "hr" / f"{i}.png", photo_like(48, 48, seed=i))
+    for i in range(2):
+        write_image(root / "val" / f"v{i}.png", photo_like(32, 40, seed=10 + i))
+    g = torch.Generator().manual_seed(0)
+    vgg = {}
+    for idx, cin, cout in _VGG:
+        vgg[f"features.{idx}.weight"] = (torch.randn(cout, cin, 3, 3, generator=g) * (2 / (9 * cin)) ** 0.5).half()
+        vgg[f"features.{idx}.bias"] = torch.zeros(cout).half()
+    torch.save(vgg, root / "vgg19.pth")
+    torch.save({"params_ema": tiny_rrdb(4, num_grow_ch=4, num_feat=4, num_block=1).state_dict()}, root / "pre.pth")
+    return root
+
+
+def tiny_overrides(name: str, ws: Path, cfg_path: Path, iterations: int = 3) -> list[str]:
+    import yaml
+
+    raw = yaml.safe_load(cfg_path.read_text())
+    o = [
+        f"name={name}", f"data.train.hr=[{ws / 'hr'}]", "data.train.lr=null", "data.train.hr_size=32",
+        "data.train.batch_size=2", "data.train.workers=0", f"train.iterations={iterations}",
+        "train.checkpoint_every=2", "train.log_every=1", "precision=fp32", "device=cpu",
+    ]
+    if raw["generator"]["arch"] == "rrdbnet":
+        o += ["generator.num_feat=4", "generator.num_block=1", "generator.num_grow_ch=4"]
+    else:
+        o += ["generator.num_feat=4", "generator.num_conv=1"]
+    if "discriminator" in raw:
+        o.append("discriminator.num_feat=4")
+    if "perceptual" in raw.get("losses", {}):
+        o.append(f"losses.perceptual.vgg_weights={ws / 'vgg19.pth'}")
+    if "pretrain" in raw:
+        o.append(f"pretrain.generator={ws / 'pre.pth'}" if raw["generator"]["arch"] == "rrdbnet" else "pretrain=null")
+    if "val" in raw["data"]:
+        o += [f"data.val.hr=[{ws / 'val'}]", "data.val.every=2"]
+    return o
+
+
+@pytest.mark.parametrize("cfg_name", ["esrgan_psnr_x4", "esrgan_gan_x4", "realesrgan_x4", "compact_x4", "finetune"])
+def test_example_configs_train_a_few_iterations(workspace, tmp_path, cfg_name):
+    cfg = CONFIGS / f"{cfg_name}.yml"
+    rc = train(cfg, runs_dir=tmp_path, overrides=tiny_overrides(cfg_name, workspace, cfg), quiet=True)
+    assert rc == 0
+    run = tmp_path / cfg_name
+    models = run / "models"
+    pth = torch.load(models / "net_g_3.pth", weights_only=True)
+    assert set(pth) == {"params", "params_ema"}
+    assert (models / "net_g_3.safetensors").exists() and (models / "net_g_latest.pth").exists()
+    assert (run / "training_states" / "3.state").exists()
+    assert (models / "net_d_3.pth").exists() == ("\ndiscriminator:" in cfg.read_text())
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if "iter" in r and "val" not in r]
+    assert [r["iter"] for r in steps] == [1, 2, 3] and all(np.isfinite(r["pixel"]) for r in steps)
+    assert steps[-1]["images"] == 6
+    if "val" in cfg.read_text():
+        vals = [r for r in log if "val" in r]
+        assert vals and {"psnr", "ssim", "psnr_rgb"} <= set(vals[0]["val"])
+        assert list((run / "visualization").rglob("*.png"))
+    # The weights users take away open in the upscaler.
+    out = tmp_path / "up.png"
+    write_image(tmp_path / "in.png", photo_like(12, 10))
+    assert main(["upscale", str(tmp_path / "in.png"), "-o", str(out), "-m", str(models / "net_g_latest.safetensors"), "-q"]) == 0
+    assert read_image(out).shape == (48, 40, 3)
+
+
+def _weights(run_dir: Path, it: int) -> dict[str, torch.Tensor]:
+    state = torch.load(run_dir / "training_states" / f"{it}.state", weights_only=True)
+    out = {f"g.{k}": v for k, v in state["net_g"].items()} | {f"ema.{k}": v for k, v in state["net_ema"].items()}
+    out |= {f"d.{k}": v for k, v in (state["net_d"] or {}).items()}
+    for name in ("opt_g", "opt_d"):
+        for pid, st in (state[name] or {"state": {}})["state"].items():
+            out |= {f"{name}.{pid}.{k}": v for k, v in st.items() if isinstance(v, torch.Tensor)}
+    return out
+
+
+def test_interrupted_and_resumed_run_is_bit_identical(workspace, tmp_path):
+    cfg = CONFIGS / "esrgan_gan_x4.yml"
+    base = tiny_overrides("x", workspace, cfg, iterations=6) + ["train.checkpoint_every=100", "data.train.augment=true"]
+    assert train(cfg, runs_dir=tmp_path / "a", overrides=base, quiet=True) == 0
+
+    def interrupt(run):
+        if run.iteration == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    assert train(cfg, runs_dir=tmp_path / "b", overrides=base, quiet=True, on_iteration=interrupt) == 130
+    assert (tmp_path / "b" / "x" / "training_states" / "3.state").exists()
+    assert train(cfg, runs_dir=tmp_path / "b", overrides=base, quiet=True, resume=True) == 0
+    a, b = _weights(tmp_path / "a" / "x", 6), _weights(tmp_path / "b" / "x", 6)
+    assert a.keys() == b.keys() and len(a) > 10
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_from_a_state_file_alone(workspace, tmp_path):
+    cfg = CONFIGS / "compact_x4.yml"
+    o = tiny_overrides("solo", workspace, cfg, iterations=2)
+    assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True) == 0
+    state = tmp_path / "solo" / "training_states" / "2.state"
+    # No config given: the state describes the run; the finished run has nothing left to do.
+    assert main(["train", "--resume", str(state), "--runs-dir", str(tmp_path), "-q"]) == 0
+
+
+def test_existing_run_needs_resume(workspace, tmp_path, capsys):
+    cfg = CONFIGS / "compact_x4.yml"
+    o = tiny_overrides("dup", workspace, cfg, iterations=1)
+    assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True) == 0
+    args = ["train", str(cfg), "--runs-dir", str(tmp_path), "-q"] + sum((["--set", x] for x in o), [])
+    assert main(args) == 1
+    assert "already holds a run; use --resume" in capsys.readouterr().err
+
+
+def test_only_the_newest_checkpoints_are_kept(workspace, tmp_path):
+    cfg = CONFIGS / "compact_x4.yml"
+    o = tiny_overrides("keep", workspace, cfg, iterations=5) + ["train.checkpoint_every=1", "train.keep_checkpoints=2"]
+    assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True) == 0
+    states = sorted(p.name for p in (tmp_path / "keep" / "training_states").iterdir())
+    assert states == ["4.state", "5.state"]
+    models = {p.name for p in (tmp_path / "keep" / "models").iterdir()}
+    assert "net_g_3.pth" not in models and {"net_g_4.pth", "net_g_5.safetensors", "net_g_latest.pth"} <= models
+    assert not list((tmp_path / "keep").rglob("*.partial"))
+
+
+def test_nan_losses_stop_the_run_naming_the_last_good_checkpoint(workspace, tmp_path, monkeypatch):
+    from esrforge.losses import pixel
+
+    cfg = CONFIGS / "compact_x4.yml"
+    o = tiny_overrides("nan", workspace, cfg, iterations=6) + ["train.checkpoint_every=1", "train.max_bad_steps=2"]
+    real = pixel.PixelLoss.forward
+    calls = {"n": 0}
+
+    def flaky(self, a, b):
+        calls["n"] += 1
+        return real(self, a, b) * (float("nan") if calls["n"] > 2 else 1.0)
+
+    monkeypatch.setattr(pixel.PixelLoss, "forward", flaky)
+    with pytest.raises(TrainingError, match=r"NaN/inf loss at iteration 2.*last good checkpoint: training_states/2.state"):
+        train(cfg, runs_dir=tmp_path, overrides=o, quiet=True)
+
+
+def test_pretrain_strict_and_partial(workspace, tmp_path, capsys):
+    cfg = CONFIGS / "finetune.yml"
+    o = tiny_overrides("ft", workspace, cfg, iterations=1)
+    bad = o + ["generator.num_grow_ch=6"]
+    with pytest.raises(TrainingError, match="does not fit the generator.*strict: false"):
+        train(cfg, runs_dir=tmp_path, overrides=bad, quiet=True)
+    assert train(cfg, runs_dir=tmp_path, overrides=bad + ["pretrain.strict=false", "name=ft2"]) == 0
+    out = capsys.readouterr().out
+    assert "not loaded:" in out and "body.0.rdb1.conv1.weight" in out and "conv_first.weight" not in out.split("not loaded:")[1]
+
+
+def test_lr_schedules():
+    ms = Schedule(type="multistep", milestones=[2, 4], gamma=0.5)
+    assert [lr_factor(ms, i) for i in range(6)] == [1, 1, 0.5, 0.5, 0.25, 0.25]
+    cos = Schedule(type="cosine_restarts", periods=[4, 4], restart_weights=[1, 0.5], eta_min=0.0)
+    f = [lr_factor(cos, i) for i in range(8)]
+    assert f[0] == 1 and f[2] == pytest.approx(0.5) and f[4] == 0.5 and f[6] == pytest.approx(0.25)
+    warm = Schedule(type="constant", warmup=4)
+    assert [lr_factor(warm, i) for i in range(5)] == [0.25, 0.5, 0.75, 1, 1]
