@@ -294,6 +294,13 @@ def train(
     return run_training(config, runs_dir=runs_dir, resume=resume, overrides=list(overrides), quiet=quiet)
 
 
+def metrics(sr: Path, hr: Path, *, crop_border: int = 0, y_channel: bool = False, as_json: bool = False) -> int:
+    """PSNR/SSIM of SR images against HR references (see esrforge.metrics.report)."""
+    from esrforge.metrics.report import metrics_command
+
+    return metrics_command(sr, hr, crop_border=crop_border, y_channel=y_channel, as_json=as_json)
+
+
 # --- argument parsing ------------------------------------------------------------------------------
 
 
@@ -344,6 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--schema", action="store_true", help="print the config's JSON schema (for editor completion)")
     s.add_argument("-q", "--quiet", action="store_true")
 
+    s = sub.add_parser("metrics", help="PSNR/SSIM of upscaled images against references")
+    s.add_argument("sr", type=Path, metavar="SR", help="an image or a folder")
+    s.add_argument("hr", type=Path, metavar="HR", help="the reference image or folder (matched by name)")
+    s.add_argument("--crop-border", type=int, default=0, help="pixels removed on each side (papers: the scale)")
+    s.add_argument("--y-channel", action="store_true", help="compare the BT.601 luma only (papers do)")
+    s.add_argument("--json", dest="as_json", action="store_true")
+
     s = sub.add_parser("info", help="show a model file's architecture and hyperparameters")
     s.add_argument("model", type=Path)
     s.add_argument("--json", dest="as_json", action="store_true")
@@ -372,7 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from esrforge.train import TrainingError
 
     func = {
-        "upscale": upscale, "degrade": degrade, "train": train, "info": info, "convert": convert, "interpolate": interpolate,
+        "upscale": upscale, "degrade": degrade, "train": train, "metrics": metrics,
+        "info": info, "convert": convert, "interpolate": interpolate,
     }[command]
     try:
         return func(**args)
