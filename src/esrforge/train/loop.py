@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -64,6 +65,43 @@ class Run:
     best: dict[str, Any] = field(default_factory=dict)
     last_checkpoint: int | None = None
     stop_requested: bool = False
+    rank: int = 0
+    world: int = 1
+    g_train: nn.Module | None = None  # net_g, or its DistributedDataParallel wrapper
+
+    @property
+    def main(self) -> bool:
+        """Only rank 0 writes files, logs and validates."""
+        return self.rank == 0
+
+
+def init_distributed(device_name: str) -> tuple[int, int, torch.device | None]:
+    """Under torchrun (WORLD_SIZE > 1): join the process group (NCCL on GPUs, gloo on CPU).
+    Returns (rank, world size, this process's device or None to resolve it normally)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, None
+    import torch.distributed as dist
+
+    use_cuda = torch.cuda.is_available() and not device_name.startswith("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        torch.cuda.set_device(local)
+        return dist.get_rank(), world, torch.device("cuda", local)
+    return dist.get_rank(), world, torch.device("cpu")
+
+
+def _all_ok(run: Run, ok: bool) -> bool:
+    """True only if every process saw `ok` (a NaN on one rank skips the step on all)."""
+    if run.world == 1:
+        return ok
+    import torch.distributed as dist
+
+    t = torch.tensor([1 if ok else 0], device=run.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
 
 
 def resolve_amp(precision: str, device: torch.device) -> torch.dtype | None:
@@ -111,7 +149,8 @@ def build_dataset(cfg: TrainConfig) -> SRDataset:
 
 
 def setup(cfg: TrainConfig, run_dir: Path, log: Callable[[str], None] = print) -> Run:
-    device = resolve_device(cfg.device)
+    rank, world, dist_device = init_distributed(cfg.device)
+    device = dist_device or resolve_device(cfg.device)
     amp = resolve_amp(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     hp = cfg.generator.hparams(cfg.scale)
@@ -155,7 +194,32 @@ def setup(cfg: TrainConfig, run_dir: Path, log: Callable[[str], None] = print) -
         raise TrainingError(
             f"data.train: {len(dataset)} usable image(s), fewer than batch_size {cfg.data.train.batch_size}"
         )
-    return Run(cfg, run_dir, device, amp, net_g, net_ema, net_d, opt_g, opt_d, scaler, losses, dataset)
+    run = Run(cfg, run_dir, device, amp, net_g, net_ema, net_d, opt_g, opt_d, scaler, losses, dataset, rank=rank, world=world)
+    run.g_train = net_g
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [device.index] if device.type == "cuda" else None
+        run.g_train = DDP(net_g, device_ids=ids)
+        # The discriminator runs twice (HR, then SR) before its backward, which DDP's hooks do
+        # not allow; its gradients are averaged by hand instead (average_grads).
+    return run
+
+
+def average_grads(run: Run, net: nn.Module) -> None:
+    """Mean of each gradient over all processes, in one flat all-reduce."""
+    if run.world == 1:
+        return
+    import torch.distributed as dist
+
+    grads = [p.grad for p in net.parameters() if p.grad is not None]
+    flat = torch.cat([g.flatten() for g in grads])
+    dist.all_reduce(flat)
+    flat /= run.world
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
 
 
 # --- schedule ------------------------------------------------------------------------------------
@@ -195,12 +259,16 @@ def _set_lr(opt: torch.optim.Optimizer | None, base: float, factor: float) -> fl
 def batches(run: Run) -> Iterator[dict[str, Any]]:
     """Endless batches. The order of each epoch comes from (seed, epoch) and the position is
     counted, so a resumed run sees exactly the batches it would have seen."""
-    bs = run.cfg.data.train.batch_size
+    bs = run.cfg.data.train.batch_size  # per process
+    gbs = bs * run.world
     while True:
         run.dataset.set_epoch(run.epoch)
         g = torch.Generator().manual_seed(seed_for(run.cfg.seed, "order", run.epoch))
         order = torch.randperm(len(run.dataset), generator=g).tolist()
-        order = order[: len(order) // bs * bs][run.batches_done * bs :]
+        order = order[: len(order) // gbs * gbs][run.batches_done * gbs :]
+        # Rank r takes every world-th sample of each global batch: same data as one process
+        # with world x batch_size, whatever the number of processes.
+        order = [i for b in range(0, len(order), gbs) for i in order[b : b + gbs][run.rank :: run.world]]
         # The loader's own generator only seeds its workers; giving it one keeps the global RNG
         # untouched, so where a resumed run creates its loader does not matter.
         loader = DataLoader(
@@ -263,7 +331,7 @@ def train_step(run: Run, micro_batches: list[dict[str, Any]]) -> dict[str, float
         if run.net_d is not None:
             run.net_d.requires_grad_(False)
         with _autocast(run):
-            sr = run.net_g(lr)
+            sr = run.g_train(lr)
             parts: dict[str, Tensor] = {}
             if "pixel" in run.losses:
                 parts["pixel"] = run.losses["pixel"](sr.float(), target)
@@ -274,7 +342,7 @@ def train_step(run: Run, micro_batches: list[dict[str, Any]]) -> dict[str, float
                 real = [r.detach() for r in real] if isinstance(real, list) else real.detach()
                 parts["gan_g"] = run.losses["gan"].generator_loss(real, run.net_d(sr))
         total = sum(parts.values())
-        if not _finite(parts):
+        if not _all_ok(run, _finite(parts)):
             return None
         _backward(run, total / n)
         for k, v in parts.items():
@@ -287,10 +355,11 @@ def train_step(run: Run, micro_batches: list[dict[str, Any]]) -> dict[str, float
         for hr, sr in fakes:
             with _autocast(run):
                 d_loss = run.losses["gan"].discriminator_loss(run.net_d(hr), run.net_d(sr))
-            if not torch.isfinite(d_loss):
+            if not _all_ok(run, bool(torch.isfinite(d_loss))):
                 return None
             _backward(run, d_loss / n)
             d_parts.append(float(d_loss.detach()) / n)
+        average_grads(run, run.net_d)
         _step(run, run.opt_d, run.net_d.parameters())
         logs["gan_d"] = sum(d_parts)
     if run.scaler is not None:
@@ -471,66 +540,90 @@ def fit(run: Run, *, quiet: bool = False, on_iteration: Callable[[Run], None] | 
 
     cfg = run.cfg
     t = cfg.train
-    log_path = run.run_dir / "log.jsonl"
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    (run.run_dir / "config.yml").write_text(dump_config(cfg))
+    main = run.main
+    if main:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        (run.run_dir / "config.yml").write_text(dump_config(cfg))
 
     def request_stop(signum: int, frame: Any) -> None:
         run.stop_requested = True
 
     old = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    bar = tqdm(total=t.iterations, initial=run.iteration, disable=quiet, dynamic_ncols=True, unit="it")
+    bar = tqdm(total=t.iterations, initial=run.iteration, disable=quiet or not main, dynamic_ncols=True, unit="it")
     data = batches(run)
-    bs = cfg.data.train.batch_size * t.accumulate
+    images_per_it = cfg.data.train.batch_size * t.accumulate * run.world
     t0, it0 = time.perf_counter(), run.iteration
+    logf = open(run.run_dir / "log.jsonl", "a", encoding="utf-8") if main else None
+
+    def log(rec: dict[str, Any]) -> None:
+        if logf is not None:
+            logf.write(json.dumps(rec) + "\n")
+            logf.flush()
+
     try:
-        with open(log_path, "a", encoding="utf-8") as logf:
-            while run.iteration < t.iterations and not run.stop_requested:
-                factor = lr_factor(cfg.schedule, run.iteration)
-                lr_g = _set_lr(run.opt_g, cfg.optim.generator.lr, factor)
-                _set_lr(run.opt_d, cfg.optim.discriminator.lr, factor)
-                logs = train_step(run, [next(data) for _ in range(t.accumulate)])
-                if logs is None:
-                    run.bad_steps += 1
-                    if run.bad_steps >= t.max_bad_steps:
-                        last = f"training_states/{run.last_checkpoint}.state" if run.last_checkpoint is not None else "none yet"
-                        raise TrainingError(
-                            f"{run.bad_steps} iterations in a row had a NaN/inf loss at iteration {run.iteration} "
-                            f"(the generator or discriminator diverged: lower optim lr, set train.grad_clip, or use fp32); "
-                            f"last good checkpoint: {last}"
-                        )
-                    continue
-                run.bad_steps = 0
-                run.iteration += 1
-                bar.update(1)
-                if run.iteration % t.log_every == 0 or run.iteration == t.iterations:
-                    rate = (run.iteration - it0) / max(time.perf_counter() - t0, 1e-9)
-                    rec = {"iter": run.iteration, "epoch": run.epoch, "images": run.iteration * bs, "lr": lr_g, "it_per_s": rate, **logs}
-                    logf.write(json.dumps(rec) + "\n")
-                    logf.flush()
-                    bar.set_postfix({"ep": run.epoch, **{k: f"{v:.4g}" for k, v in logs.items()}}, refresh=False)
-                if cfg.data.val is not None and run.iteration % cfg.data.val.every == 0:
-                    res = validate(run)
-                    logf.write(json.dumps({"iter": run.iteration, "val": res}) + "\n")
-                    logf.flush()
-                    if not quiet:
-                        tqdm.write(f"val @ {run.iteration}: " + ", ".join(f"{k} {v:.4f}" for k, v in res.items()))
-                if run.iteration % t.checkpoint_every == 0 and run.iteration < t.iterations:
-                    save_checkpoint(run)
-                if on_iteration is not None:
-                    on_iteration(run)
+        while run.iteration < t.iterations and not _any_stop(run):
+            factor = lr_factor(cfg.schedule, run.iteration)
+            lr_g = _set_lr(run.opt_g, cfg.optim.generator.lr, factor)
+            _set_lr(run.opt_d, cfg.optim.discriminator.lr, factor)
+            logs = train_step(run, [next(data) for _ in range(t.accumulate)])
+            if logs is None:
+                run.bad_steps += 1
+                if run.bad_steps >= t.max_bad_steps:
+                    last = f"training_states/{run.last_checkpoint}.state" if run.last_checkpoint is not None else "none yet"
+                    raise TrainingError(
+                        f"{run.bad_steps} iterations in a row had a NaN/inf loss at iteration {run.iteration} "
+                        f"(the generator or discriminator diverged: lower optim lr, set train.grad_clip, or use fp32); "
+                        f"last good checkpoint: {last}"
+                    )
+                continue
+            run.bad_steps = 0
+            run.iteration += 1
+            bar.update(1)
+            if run.iteration % t.log_every == 0 or run.iteration == t.iterations:
+                rate = (run.iteration - it0) / max(time.perf_counter() - t0, 1e-9)
+                log({"iter": run.iteration, "epoch": run.epoch, "images": run.iteration * images_per_it, "lr": lr_g, "it_per_s": rate, **logs})
+                bar.set_postfix({"ep": run.epoch, **{k: f"{v:.4g}" for k, v in logs.items()}}, refresh=False)
+            if main and cfg.data.val is not None and run.iteration % cfg.data.val.every == 0:
+                res = validate(run)
+                log({"iter": run.iteration, "val": res})
+                if not quiet:
+                    tqdm.write(f"val @ {run.iteration}: " + ", ".join(f"{k} {v:.4f}" for k, v in res.items()))
+            if main and run.iteration % t.checkpoint_every == 0 and run.iteration < t.iterations:
+                save_checkpoint(run)
+            if on_iteration is not None:
+                on_iteration(run)
     finally:
         bar.close()
+        if logf is not None:
+            logf.close()
         for s, h in old.items():
             signal.signal(s, h)
-    if run.stop_requested and run.iteration < t.iterations:
-        save_checkpoint(run)
-        print(f"stopped at iteration {run.iteration}; resume with --resume (state: {run.run_dir / STATE_DIR / f'{run.iteration}.state'})", file=sys.stderr)
+    stopped = run.iteration < t.iterations
+    if main:
+        save_checkpoint(run, final=not stopped)
+    if run.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # no process leaves before rank 0 has written the checkpoint
+    if stopped:
+        if main:
+            print(f"stopped at iteration {run.iteration}; resume with --resume (state: {run.run_dir / STATE_DIR / f'{run.iteration}.state'})", file=sys.stderr)
         return 130
-    save_checkpoint(run, final=True)
-    if not quiet:
+    if main and not quiet:
         print(f"done: {run.iteration} iterations; weights: {run.run_dir / MODEL_DIR / f'net_g_{run.iteration}.safetensors'}", file=sys.stderr)
     return 0
+
+
+def _any_stop(run: Run) -> bool:
+    """A stop asked of any process (Ctrl-C reaches them at different moments) stops all of
+    them at the same iteration."""
+    if run.world == 1:
+        return run.stop_requested
+    import torch.distributed as dist
+
+    t = torch.tensor([1 if run.stop_requested else 0], device=run.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def train(
@@ -564,7 +657,13 @@ def train(
         restore(run, state)
         if not quiet:
             print(f"resumed at iteration {run.iteration} (epoch {run.epoch})", file=sys.stderr)
-    return fit(run, quiet=quiet, on_iteration=on_iteration)
+    try:
+        return fit(run, quiet=quiet, on_iteration=on_iteration)
+    finally:
+        if run.world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
 
 
 __all__ = ["Run", "TrainingError", "fit", "lr_factor", "setup", "train", "train_step", "validate"]
