@@ -294,6 +294,18 @@ def train(
     return run_training(config, runs_dir=runs_dir, resume=resume, overrides=list(overrides), quiet=quiet)
 
 
+def plot(run_dir: Path, *, output: Path) -> int:
+    """Draw a run's loss and validation curves into an image."""
+    from esrforge.train.plot import plot_run
+
+    try:
+        plot_run(run_dir, output)
+    except FileNotFoundError as e:
+        raise CommandError(str(e)) from None
+    print(f"wrote {output}", file=sys.stderr)
+    return 0
+
+
 def metrics(sr: Path, hr: Path, *, crop_border: int = 0, y_channel: bool = False, as_json: bool = False) -> int:
     """PSNR/SSIM of SR images against HR references (see esrforge.metrics.report)."""
     from esrforge.metrics.report import metrics_command
@@ -351,6 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--schema", action="store_true", help="print the config's JSON schema (for editor completion)")
     s.add_argument("-q", "--quiet", action="store_true")
 
+    s = sub.add_parser("plot", help="draw a run's loss and validation curves")
+    s.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    s.add_argument("-o", "--output", type=Path, required=True, help="image file, e.g. curves.png")
+
     s = sub.add_parser("metrics", help="PSNR/SSIM of upscaled images against references")
     s.add_argument("sr", type=Path, metavar="SR", help="an image or a folder")
     s.add_argument("hr", type=Path, metavar="HR", help="the reference image or folder (matched by name)")
@@ -386,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from esrforge.train import TrainingError
 
     func = {
-        "upscale": upscale, "degrade": degrade, "train": train, "metrics": metrics,
+        "upscale": upscale, "degrade": degrade, "train": train, "plot": plot, "metrics": metrics,
         "info": info, "convert": convert, "interpolate": interpolate,
     }[command]
     try:

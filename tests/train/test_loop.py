@@ -211,3 +211,16 @@ def test_two_cpu_processes_with_torchrun_match_one_process(workspace, tmp_path):
     proc = subprocess.run(cmd2, capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "two" / "ddp" / "training_states" / "5.state").exists()
+
+
+def test_plot_draws_losses_and_validation(workspace, tmp_path, capsys):
+    cfg = CONFIGS / "compact_x4.yml"
+    assert train(cfg, runs_dir=tmp_path, overrides=tiny_overrides("plot", workspace, cfg, iterations=4), quiet=True) == 0
+    out = tmp_path / "curves.png"
+    assert main(["plot", str(tmp_path / "plot"), "-o", str(out)]) == 0
+    img = read_image(out)
+    # training losses + psnr, ssim, psnr_rgb panels, each 300 px high, with drawn (non-white) curves
+    assert img.shape == (4 * 300, 640, 3)
+    assert (img[:300] < 250).any(axis=2).sum() > 500
+    assert main(["plot", str(tmp_path), "-o", str(tmp_path / "x.png")]) == 1
+    assert "no training log" in capsys.readouterr().err
