@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +44,12 @@ class Data:
     val: ValData | None = None
 
 
+def _foreign(cfg: Any, allowed: tuple[str, ...], what: str) -> Problems:
+    """Hyperparameters set in the config that the chosen architecture does not take."""
+    optional = [f.name for f in fields(cfg) if f.default is None]
+    return [(k, f"not a {what} (allowed: {', '.join(allowed)})") for k in optional if getattr(cfg, k) is not None and k not in allowed]
+
+
 _GEN_KEYS = {"rrdbnet": ("num_feat", "num_block", "num_grow_ch"), "compact": ("num_feat", "num_conv", "activation")}
 
 
@@ -61,12 +67,7 @@ class GeneratorCfg:
     out_ch: int = bounded(3, lo=1)
 
     def check(self) -> Problems:
-        allowed = _GEN_KEYS[self.arch]
-        return [
-            (k, f"not a {self.arch} hyperparameter (allowed: {', '.join(allowed)})")
-            for k in ("num_feat", "num_block", "num_grow_ch", "num_conv", "activation")
-            if getattr(self, k) is not None and k not in allowed
-        ]
+        return _foreign(self, _GEN_KEYS[self.arch], f"{self.arch} hyperparameter")
 
     def hparams(self, scale: int) -> dict[str, Any]:
         h = {k: getattr(self, k) for k in _GEN_KEYS[self.arch] if getattr(self, k) is not None}
@@ -93,12 +94,7 @@ class DiscriminatorCfg:
     skip_connection: bool | None = None
 
     def check(self) -> Problems:
-        allowed = _DISC_KEYS[self.arch]
-        return [
-            (k, f"not a {self.arch} discriminator hyperparameter (allowed: {', '.join(allowed)})")
-            for k in ("num_feat", "n_layers", "num_D", "spectral_norm", "skip_connection")
-            if getattr(self, k) is not None and k not in allowed
-        ]
+        return _foreign(self, _DISC_KEYS[self.arch], f"{self.arch} discriminator hyperparameter")
 
     def hparams(self, in_ch: int) -> dict[str, Any]:
         return {k: getattr(self, k) for k in _DISC_KEYS[self.arch] if getattr(self, k) is not None} | {"in_ch": in_ch}
