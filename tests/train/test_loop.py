@@ -224,3 +224,31 @@ def test_plot_draws_losses_and_validation(workspace, tmp_path, capsys):
     assert (img[:300] < 250).any(axis=2).sum() > 500
     assert main(["plot", str(tmp_path), "-o", str(tmp_path / "x.png")]) == 1
     assert "no training log" in capsys.readouterr().err
+
+
+def test_gradient_accumulation_matches_the_bigger_batch(workspace, tmp_path):
+    cfg = CONFIGS / "compact_x4.yml"
+    base = tiny_overrides("acc", workspace, cfg, iterations=2) + ["data.val=null", "data.train.augment=false"]
+    assert train(cfg, runs_dir=tmp_path / "big", overrides=base, quiet=True) == 0
+    acc = [o for o in base if not o.startswith("data.train.batch_size")] + ["data.train.batch_size=1", "train.accumulate=2"]
+    assert train(cfg, runs_dir=tmp_path / "acc", overrides=acc, quiet=True) == 0
+    a = torch.load(tmp_path / "big" / "acc" / "models" / "net_g_2.pth", weights_only=True)["params"]
+    b = torch.load(tmp_path / "acc" / "acc" / "models" / "net_g_2.pth", weights_only=True)["params"]
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_discriminator_start_pretrained_d_and_given_val_lr(workspace, tmp_path):
+    from esrforge.archs.discriminators import build_discriminator
+
+    torch.save({"params": build_discriminator("vgg", num_feat=4).state_dict()}, tmp_path / "d.pth")
+    for i in range(2):  # validation with LR images given (not made from HR)
+        write_image(tmp_path / "vlr" / f"v{i}.png", photo_like(8, 10, seed=20 + i))
+    cfg = CONFIGS / "esrgan_gan_x4.yml"
+    o = tiny_overrides("dstart", workspace, cfg, iterations=3) + [
+        "train.d_start=2", f"pretrain.discriminator={tmp_path / 'd.pth'}", f"data.val.lr=[{tmp_path / 'vlr'}]",
+    ]
+    assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True) == 0
+    log = [json.loads(line) for line in (tmp_path / "dstart" / "log.jsonl").read_text().splitlines()]
+    steps = {r["iter"]: r for r in log if "val" not in r}
+    assert "gan_g" not in steps[1] and "gan_d" not in steps[2] and {"gan_g", "gan_d"} <= set(steps[3])
+    assert any("val" in r for r in log)
