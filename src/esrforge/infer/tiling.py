@@ -32,8 +32,6 @@ class Progress(Protocol):
 
     def update(self, n: float = 1) -> object: ...
 
-    def refresh(self) -> object: ...
-
 
 @dataclass(frozen=True)
 class Region:
@@ -168,8 +166,7 @@ def upscale_tiled(
         for x in range(0, region.width, limit)
     )
     if progress is not None:
-        progress.total = len(queue)
-        progress.refresh()
+        progress.total = len(queue)  # shown at the next update (no refresh: keeps tqdm's delay)
     while queue:
         r = queue.popleft()
         if max(r.height, r.width) > limit:
@@ -177,7 +174,6 @@ def upscale_tiled(
             queue.extendleft(reversed(parts))
             if progress is not None:
                 progress.total = (progress.total or 0) + len(parts) - 1
-                progress.refresh()
             continue
         t0, l0 = max(0, r.top - margin), max(0, r.left - margin)
         t1, l1 = min(H, r.top + r.height + margin), min(W, r.left + r.width + margin)
