@@ -252,3 +252,18 @@ def test_discriminator_start_pretrained_d_and_given_val_lr(workspace, tmp_path):
     steps = {r["iter"]: r for r in log if "val" not in r}
     assert "gan_g" not in steps[1] and "gan_d" not in steps[2] and {"gan_g", "gan_d"} <= set(steps[3])
     assert any("val" in r for r in log)
+
+
+def test_tensorboard_scalars_and_validation_images(workspace, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = CONFIGS / "compact_x4.yml"
+    o = tiny_overrides("tb", workspace, cfg, iterations=2) + ["train.tensorboard=true"]
+    assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True) == 0
+    acc = EventAccumulator(str(tmp_path / "tb" / "tensorboard"))
+    acc.Reload()
+    tags = acc.Tags()
+    assert {"train/pixel", "train/lr", "val/psnr", "val/ssim"} <= set(tags["scalars"])
+    assert [e.step for e in acc.Scalars("train/pixel")] == [1, 2]
+    assert any(t.startswith("val/") for t in tags["images"])

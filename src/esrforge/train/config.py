@@ -187,6 +187,7 @@ class TrainLoop:
     max_bad_steps: int = bounded(5, lo=1, doc="consecutive NaN/inf losses before the run stops")
     channels_last: bool = True
     sharpen_hr: float = bounded(0.0, lo=0, doc="USM amount on HR targets (Real-ESRGAN: 0.5); 0 = off")
+    tensorboard: bool = bounded(False, doc="also log to RUN_DIR/tensorboard (needs esrforge[tensorboard])")
 
 
 @dataclass

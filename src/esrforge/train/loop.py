@@ -65,6 +65,7 @@ class Run:
     best: dict[str, Any] = field(default_factory=dict)
     last_checkpoint: int | None = None
     stop_requested: bool = False
+    val_images: list[tuple[str, np.ndarray]] = field(default_factory=list)  # last validation's strips
     rank: int = 0
     world: int = 1
     g_train: nn.Module | None = None  # net_g, or its DistributedDataParallel wrapper
@@ -406,6 +407,7 @@ def validate(run: Run) -> dict[str, float]:
     border = cfg.scale if v.crop_border is None else v.crop_border
     ch = cfg.data.train.channels
     scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "psnr_rgb": []}
+    run.val_images = []
     out_dir = run.run_dir / "visualization" / f"{run.iteration:08d}"
     for i, (key, hr_path, lr_path) in enumerate(val_pairs(cfg)):
         hr = to_tensor(read_image(hr_path), ch).unsqueeze(0).to(run.device)
@@ -425,6 +427,7 @@ def validate(run: Run) -> dict[str, float]:
             bicubic = torch.nn.functional.interpolate(lr, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 1)
             strip = torch.cat([bicubic, sr, hr], dim=-1)[0, :3].permute(1, 2, 0).float().cpu().numpy()
             write_image(out_dir / f"{key.replace('/', '_')}.png", strip)
+            run.val_images.append((key, strip))
     if net is run.net_g:
         net.train()
     result = {k: float(np.mean(vals)) for k, vals in scores.items() if vals}
@@ -554,11 +557,23 @@ def fit(run: Run, *, quiet: bool = False, on_iteration: Callable[[Run], None] | 
     images_per_it = cfg.data.train.batch_size * t.accumulate * run.world
     t0, it0 = time.perf_counter(), run.iteration
     logf = open(run.run_dir / "log.jsonl", "a", encoding="utf-8") if main else None
+    tb = open_tensorboard(run) if main and t.tensorboard else None
 
     def log(rec: dict[str, Any]) -> None:
         if logf is not None:
             logf.write(json.dumps(rec) + "\n")
             logf.flush()
+        if tb is not None:
+            it = rec["iter"]
+            for k, v in (rec.get("val") or {}).items():
+                tb.add_scalar(f"val/{k}", v, it)
+            for k, v in rec.items():
+                if k in ("lr", "it_per_s") or (k not in ("iter", "epoch", "images", "val") and isinstance(v, float)):
+                    tb.add_scalar(f"train/{k}", v, it)
+            if "val" in rec:
+                for key, strip in run.val_images:
+                    tb.add_image(f"val/{key}", np.clip(strip, 0, 1), it, dataformats="HWC")
+            tb.flush()
 
     try:
         while run.iteration < t.iterations and not _any_stop(run):
@@ -596,6 +611,8 @@ def fit(run: Run, *, quiet: bool = False, on_iteration: Callable[[Run], None] | 
         bar.close()
         if logf is not None:
             logf.close()
+        if tb is not None:
+            tb.close()
         for s, h in old.items():
             signal.signal(s, h)
     stopped = run.iteration < t.iterations
@@ -612,6 +629,15 @@ def fit(run: Run, *, quiet: bool = False, on_iteration: Callable[[Run], None] | 
     if main and not quiet:
         print(f"done: {run.iteration} iterations; weights: {run.run_dir / MODEL_DIR / f'net_g_{run.iteration}.safetensors'}", file=sys.stderr)
     return 0
+
+
+def open_tensorboard(run: Run) -> Any:
+    """A SummaryWriter in RUN_DIR/tensorboard; TensorBoard is an optional extra, imported only here."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise TrainingError("train.tensorboard needs the tensorboard package: pip install 'esrforge[tensorboard]'") from None
+    return SummaryWriter(log_dir=str(run.run_dir / "tensorboard"))
 
 
 def _any_stop(run: Run) -> bool:
