@@ -267,3 +267,20 @@ def test_tensorboard_scalars_and_validation_images(workspace, tmp_path):
     assert {"train/pixel", "train/lr", "val/psnr", "val/ssim"} <= set(tags["scalars"])
     assert [e.step for e in acc.Scalars("train/pixel")] == [1, 2]
     assert any(t.startswith("val/") for t in tags["images"])
+
+
+def test_fp16_grad_scaler_adamw_and_clipping_paths(workspace, tmp_path, monkeypatch):
+    """The CUDA recipe (fp16 autocast + GradScaler) runs on CPU too; clipping is applied."""
+    calls = []
+    real_clip = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda p, c, *a, **k: calls.append(c) or real_clip(p, c, *a, **k))
+    cfg = CONFIGS / "esrgan_gan_x4.yml"
+    o = tiny_overrides("fp16", workspace, cfg, iterations=2) + [
+        "precision=fp16", "optim.generator.type=adamw", "optim.generator.weight_decay=0.01", "train.grad_clip=0.5",
+    ]
+    assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True) == 0
+    state = torch.load(tmp_path / "fp16" / "training_states" / "2.state", weights_only=True)
+    assert state["scaler"] is not None and state["scaler"]["scale"] > 0
+    assert calls and set(calls) == {0.5}
+    log = [json.loads(line) for line in (tmp_path / "fp16" / "log.jsonl").read_text().splitlines() if '"val"' not in line]
+    assert all(np.isfinite(r["pixel"]) and np.isfinite(r["gan_d"]) for r in log)
