@@ -391,45 +391,57 @@ def val_pairs(cfg: TrainConfig) -> list[tuple[str, Path, Path | None]]:
     return [(k, p, lr.get(k)) for k, p in hr.items()]
 
 
-@torch.inference_mode()
+def _to_u8(x: Tensor) -> np.ndarray:
+    """1 x C x H x W float in [0, 1] -> H x W x C uint8 (validation compares 8-bit images, as papers do)."""
+    return (x[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
 def validate(run: Run) -> dict[str, float]:
     """PSNR/SSIM as papers report them (Y channel, border = scale) plus RGB PSNR; saves
-    bicubic | output | HR strips for the first images; tracks the best PSNR."""
-    from esrforge.images import read_image, write_image
+    bicubic | output | HR strips for the first images; tracks the best PSNR.
+
+    The output comes from the same tiled upscaler users run (on a copy of the network, so
+    validation leaves the training modules untouched), so large validation images fit in memory
+    and the scores are those of the weights as they will be used.
+    """
+    import cv2
+
     from esrforge.data.datasets import to_tensor
-    from esrforge.metrics.psnr_ssim import psnr_torch, ssim_torch
+    from esrforge.images import read_image, write_image
+    from esrforge.infer.upscale import Upscaler
+    from esrforge.metrics.psnr_ssim import psnr, ssim
+    from esrforge.modelio.detect import LoadedModel
 
     cfg = run.cfg
     v = cfg.data.val
     assert v is not None
-    net = run.net_ema if run.net_ema is not None else run.net_g
-    net.eval()
+    net = copy.deepcopy(run.net_ema if run.net_ema is not None else run.net_g).eval()
+    desc = describe(cfg.generator.arch, "basicsr", run.net_g.hparams(), net, "validation")
+    precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[run.amp]
+    up = Upscaler(LoadedModel(net, desc), device=run.device, precision=precision)
     border = cfg.scale if v.crop_border is None else v.crop_border
-    ch = cfg.data.train.channels
+    ch = cfg.generator.in_ch
     scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "psnr_rgb": []}
     run.val_images = []
     out_dir = run.run_dir / "visualization" / f"{run.iteration:08d}"
     for i, (key, hr_path, lr_path) in enumerate(val_pairs(cfg)):
-        hr = to_tensor(read_image(hr_path), ch).unsqueeze(0).to(run.device)
+        hr = to_tensor(read_image(hr_path), ch).unsqueeze(0)
         h, w = hr.shape[-2] // cfg.scale * cfg.scale, hr.shape[-1] // cfg.scale * cfg.scale
         hr = hr[..., :h, :w]
         if lr_path is not None:
-            lr = to_tensor(read_image(lr_path), ch).unsqueeze(0).to(run.device)[..., : h // cfg.scale, : w // cfg.scale]
+            lr = to_tensor(read_image(lr_path), ch).unsqueeze(0)[..., : h // cfg.scale, : w // cfg.scale]
         else:
-            lr = imresize(hr, 1 / cfg.scale).clamp(0, 1)
-        with _autocast(run):
-            sr = net(lr).float().clamp(0, 1)
-        sr_q, hr_q = (sr * 255).round() / 255, (hr * 255).round() / 255  # metrics on 8-bit images
-        scores["psnr"].append(float(psnr_torch(sr_q, hr_q, border, True)[0]))
-        scores["ssim"].append(float(ssim_torch(sr_q, hr_q, border, True)[0]))
-        scores["psnr_rgb"].append(float(psnr_torch(sr_q, hr_q, border, False)[0]))
+            lr = imresize(hr, 1 / cfg.scale)
+        lr8, hr8 = _to_u8(lr), _to_u8(hr)
+        sr8 = up.upscale(lr8)
+        scores["psnr"].append(psnr(sr8, hr8, crop_border=border, y_channel=True))
+        scores["ssim"].append(ssim(sr8, hr8, crop_border=border, y_channel=True))
+        scores["psnr_rgb"].append(psnr(sr8, hr8, crop_border=border))
         if i < v.save_images:
-            bicubic = torch.nn.functional.interpolate(lr, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 1)
-            strip = torch.cat([bicubic, sr, hr], dim=-1)[0, :3].permute(1, 2, 0).float().cpu().numpy()
+            bicubic = cv2.resize(lr8, (w, h), interpolation=cv2.INTER_CUBIC).reshape(h, w, -1)
+            strip = np.concatenate([bicubic, sr8, hr8], axis=1)[:, :, :3]
             write_image(out_dir / f"{key.replace('/', '_')}.png", strip)
-            run.val_images.append((key, strip))
-    if net is run.net_g:
-        net.train()
+            run.val_images.append((key, strip.astype(np.float32) / 255))
     result = {k: float(np.mean(vals)) for k, vals in scores.items() if vals}
     if result and ("psnr" not in run.best or result["psnr"] > run.best["psnr"]):
         run.best = {"psnr": result["psnr"], "ssim": result["ssim"], "iteration": run.iteration}
