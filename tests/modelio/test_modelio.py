@@ -187,3 +187,28 @@ def test_non_generators_are_named(tmp_path, keys, expect):
 def test_missing_file(tmp_path):
     with pytest.raises(ModelFileError, match="no such model file"):
         load_model(tmp_path / "nope.pth")
+
+
+def test_esrgan_plus_models_load_from_original_layout(tmp_path):
+    m = tiny_rrdb(4, plus=True)
+    x = torch.rand(1, 3, 8, 8)
+    orig = rr.basicsr_to_original(m.state_dict())
+    assert "model.1.sub.0.RDB1.conv1x1.weight" in orig
+    torch.save(orig, tmp_path / "plus.pth")
+    lm = load_model(tmp_path / "plus.pth")
+    assert lm.descriptor.hparams["plus"] is True and lm.descriptor.info()["plus"] is True
+    with torch.no_grad():
+        assert torch.equal(lm.module(x), m(x))
+    # the 1x1 path really contributes: zeroing it changes the output
+    with torch.no_grad():
+        for blk in lm.module.body:
+            for rdb in (blk.rdb1, blk.rdb2, blk.rdb3):
+                rdb.conv1x1.weight.zero_()
+        assert not torch.equal(lm.module(x), m(x))
+    assert "plus" not in load_model(_save_plain(tmp_path)).descriptor.hparams
+
+
+def _save_plain(tmp_path):
+    p = tmp_path / "plain.pth"
+    torch.save(tiny_rrdb(4).state_dict(), p)
+    return p

@@ -20,10 +20,14 @@ _RESIDUAL_SCALE = 0.2  # ESRGAN's residual scaling in RDB and RRDB
 
 
 class ResidualDenseBlock(nn.Module):
-    """Five densely connected 3x3 convs; the output is scaled and added to the input."""
+    """Five densely connected 3x3 convs; the output is scaled and added to the input.
 
-    def __init__(self, *, num_feat: int, num_grow_ch: int) -> None:
+    `plus` (ESRGAN+): a bias-free 1x1 conv of the input is added to x2, and x2 to x4.
+    """
+
+    def __init__(self, *, num_feat: int, num_grow_ch: int, plus: bool = False) -> None:
         super().__init__()
+        self.conv1x1 = nn.Conv2d(num_feat, num_grow_ch, 1, bias=False) if plus else None
         self.conv1 = nn.Conv2d(num_feat, num_grow_ch, 3, 1, 1)
         self.conv2 = nn.Conv2d(num_feat + num_grow_ch, num_grow_ch, 3, 1, 1)
         self.conv3 = nn.Conv2d(num_feat + 2 * num_grow_ch, num_grow_ch, 3, 1, 1)
@@ -33,8 +37,12 @@ class ResidualDenseBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x1 = F.leaky_relu(self.conv1(x), 0.2, inplace=True)
         x2 = F.leaky_relu(self.conv2(torch.cat((x, x1), 1)), 0.2, inplace=True)
+        if self.conv1x1 is not None:
+            x2 = x2 + self.conv1x1(x)
         x3 = F.leaky_relu(self.conv3(torch.cat((x, x1, x2), 1)), 0.2, inplace=True)
         x4 = F.leaky_relu(self.conv4(torch.cat((x, x1, x2, x3), 1)), 0.2, inplace=True)
+        if self.conv1x1 is not None:
+            x4 = x4 + x2
         x5 = self.conv5(torch.cat((x, x1, x2, x3, x4), 1))
         return x5 * _RESIDUAL_SCALE + x
 
@@ -42,11 +50,11 @@ class ResidualDenseBlock(nn.Module):
 class RRDB(nn.Module):
     """Residual in residual dense block: three RDBs and an outer scaled residual."""
 
-    def __init__(self, *, num_feat: int, num_grow_ch: int) -> None:
+    def __init__(self, *, num_feat: int, num_grow_ch: int, plus: bool = False) -> None:
         super().__init__()
-        self.rdb1 = ResidualDenseBlock(num_feat=num_feat, num_grow_ch=num_grow_ch)
-        self.rdb2 = ResidualDenseBlock(num_feat=num_feat, num_grow_ch=num_grow_ch)
-        self.rdb3 = ResidualDenseBlock(num_feat=num_feat, num_grow_ch=num_grow_ch)
+        self.rdb1 = ResidualDenseBlock(num_feat=num_feat, num_grow_ch=num_grow_ch, plus=plus)
+        self.rdb2 = ResidualDenseBlock(num_feat=num_feat, num_grow_ch=num_grow_ch, plus=plus)
+        self.rdb3 = ResidualDenseBlock(num_feat=num_feat, num_grow_ch=num_grow_ch, plus=plus)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.rdb3(self.rdb2(self.rdb1(x))) * _RESIDUAL_SCALE + x
@@ -64,7 +72,7 @@ class RRDBNet(nn.Module):
     interpolation + conv stages; `unshuffle` (1, 2 or 4) pixel-unshuffles the input first, so
     scale = 2 ** num_upsample / unshuffle. By default x1 and x2 use unshuffle (Real-ESRGAN) and
     x4/x8 use plain upsampling; old community x1/x2 files without unshuffle load with
-    `unshuffle=1`.
+    `unshuffle=1`. `plus` builds ESRGAN+ blocks (an extra 1x1 conv per RDB).
     """
 
     def __init__(
@@ -77,6 +85,7 @@ class RRDBNet(nn.Module):
         num_grow_ch: int = 32,
         scale: int = 4,
         unshuffle: int | None = None,
+        plus: bool = False,
     ) -> None:
         super().__init__()
         if unshuffle is None:
@@ -90,17 +99,19 @@ class RRDBNet(nn.Module):
         self.in_ch, self.out_ch, self.scale, self.unshuffle = in_ch, out_ch, scale, unshuffle
         self.num_feat, self.num_block, self.num_grow_ch = num_feat, num_block, num_grow_ch
         self.num_upsample = num_upsample
+        self.plus = plus
 
         self.conv_first = nn.Conv2d(in_ch * unshuffle * unshuffle, num_feat, 3, 1, 1)
-        self.body = nn.Sequential(*(RRDB(num_feat=num_feat, num_grow_ch=num_grow_ch) for _ in range(num_block)))
+        self.body = nn.Sequential(*(RRDB(num_feat=num_feat, num_grow_ch=num_grow_ch, plus=plus) for _ in range(num_block)))
         self.conv_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         for i in range(1, num_upsample + 1):
             self.add_module(f"conv_up{i}", nn.Conv2d(num_feat, num_feat, 3, 1, 1))
         self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         self.conv_last = nn.Conv2d(num_feat, out_ch, 3, 1, 1)
 
-    def hparams(self) -> dict[str, int]:
-        return {
+    def hparams(self) -> dict[str, int | bool]:
+        extra = {"plus": True} if self.plus else {}  # only ESRGAN+ models carry the key
+        return extra | {
             "in_ch": self.in_ch,
             "out_ch": self.out_ch,
             "num_feat": self.num_feat,
@@ -125,6 +136,8 @@ class RRDBNet(nn.Module):
 # Key layouts. All functions are pure: state_dict in, new state_dict out (tensors shared).
 
 _ORIG_RDB = re.compile(r"^model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.(weight|bias)$")
+_ORIG_1X1 = re.compile(r"^model\.1\.sub\.(\d+)\.RDB(\d)\.conv1x1\.weight$")
+_BASICSR_1X1 = re.compile(r"^body\.(\d+)\.rdb(\d)\.conv1x1\.weight$")
 _ORIG_TRUNK = re.compile(r"^model\.1\.sub\.(\d+)\.(weight|bias)$")
 _ORIG_SEQ = re.compile(r"^model\.(\d+)\.(weight|bias)$")
 _NEW_RDB = re.compile(r"^RRDB_trunk\.(\d+)\.RDB(\d)\.conv(\d)\.(weight|bias)$")
@@ -157,6 +170,8 @@ def original_to_basicsr(sd: StateDict) -> StateDict:
         if m := _ORIG_RDB.match(k):
             b, r, c, kind = m.groups()
             out[f"body.{b}.rdb{r}.conv{c}.{kind}"] = v
+        elif m := _ORIG_1X1.match(k):
+            out[f"body.{m.group(1)}.rdb{m.group(2)}.conv1x1.weight"] = v
         elif m := _ORIG_TRUNK.match(k):
             if int(m.group(1)) != nb:
                 _fail(f"unexpected key {k}")
@@ -182,6 +197,9 @@ def basicsr_to_original(sd: StateDict) -> StateDict:
         if m := _BASICSR_RDB.match(k):
             b, r, c, kind = m.groups()
             out[f"model.1.sub.{b}.RDB{r}.conv{c}.0.{kind}"] = v
+            continue
+        if m := _BASICSR_1X1.match(k):
+            out[f"model.1.sub.{m.group(1)}.RDB{m.group(2)}.conv1x1.weight"] = v
             continue
         layer, _, kind = k.rpartition(".")
         if layer == "conv_body":
@@ -235,7 +253,8 @@ def hparams_from_basicsr(sd: StateDict) -> dict[str, int]:
     body_scale = 2**num_upsample
     if body_scale % unshuffle:
         _fail(f"RRDBNet with {num_upsample} upsample stages cannot undo a x{unshuffle} unshuffle")
-    return {
+    plus = {"plus": True} if any(_BASICSR_1X1.match(k) for k in sd) else {}
+    return plus | {
         "in_ch": in_ch,
         "out_ch": out_ch,
         "num_feat": num_feat,

@@ -46,7 +46,7 @@ class ModelDescriptor:
             "num_feat": h["num_feat"],
         }
         if self.arch == "rrdbnet":
-            out.update(num_block=h["num_block"], num_grow_ch=h["num_grow_ch"], pixel_unshuffle=h["unshuffle"])
+            out.update(num_block=h["num_block"], num_grow_ch=h["num_grow_ch"], pixel_unshuffle=h["unshuffle"], plus=h.get("plus", False))
         else:
             out.update(num_conv=h["num_conv"], activation=h["activation"])
         out["params"] = self.num_params
@@ -93,8 +93,6 @@ def detect(sd: StateDict, *, source: str = "<memory>", meta: dict[str, str] | No
     meta = meta or {}
     try:
         if _has(sd, "model.0.weight", "model.1.sub.0.RDB1.conv1.0.weight"):
-            if any(".conv1x1." in k for k in sd):
-                raise ModelFileError(f"{source}: ESRGAN+ (RDB conv1x1) models are not supported yet")
             conv = rrdb_arch.original_to_basicsr(sd)
             return "rrdbnet", "original", conv, rrdb_arch.hparams_from_basicsr(conv)
         if _has(sd, "conv_first.weight", "RRDB_trunk.0.RDB1.conv1.weight", "trunk_conv.weight"):
