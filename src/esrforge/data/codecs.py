@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -69,25 +70,32 @@ def webp_compress(x: Tensor, quality: Tensor | Sequence[int] | int) -> Tensor:
     return codec_roundtrip(x, quality, ".webp", cv2.IMWRITE_WEBP_QUALITY)
 
 
+class _CodecStep(Step):
+    """A real encode/decode round trip at a per-sample quality; subclasses set the codec and
+    declare `quality` with their own defaults."""
+
+    ext: ClassVar[str]
+    flag: ClassVar[int]
+    quality: Range
+
+    def run(self, x: Tensor, g: torch.Generator, ctx: Context) -> tuple[Tensor, list[str]]:
+        q = self.quality.sample(g, x.shape[0]).long()
+        return codec_roundtrip(x, q, self.ext, self.flag), [f"{self.name} q={v}" for v in q.tolist()]
+
+
 @dataclass(frozen=True)
-class Jpeg(Step):
+class Jpeg(_CodecStep):
     """`{type: jpeg, quality: [30, 95]}`"""
 
     name = "jpeg"
+    ext, flag = ".jpg", cv2.IMWRITE_JPEG_QUALITY
     quality: Range = range_field((30, 95), lo=1, hi=100, integer=True, doc="JPEG quality per sample")
-
-    def run(self, x: Tensor, g: torch.Generator, ctx: Context) -> tuple[Tensor, list[str]]:
-        q = self.quality.sample(g, x.shape[0]).long()
-        return jpeg_compress(x, q), [f"jpeg q={v}" for v in q.tolist()]
 
 
 @dataclass(frozen=True)
-class Webp(Step):
+class Webp(_CodecStep):
     """`{type: webp, quality: [50, 95]}`"""
 
     name = "webp"
+    ext, flag = ".webp", cv2.IMWRITE_WEBP_QUALITY
     quality: Range = range_field((50, 95), lo=1, hi=100, integer=True, doc="WebP quality per sample")
-
-    def run(self, x: Tensor, g: torch.Generator, ctx: Context) -> tuple[Tensor, list[str]]:
-        q = self.quality.sample(g, x.shape[0]).long()
-        return webp_compress(x, q), [f"webp q={v}" for v in q.tolist()]

@@ -1,7 +1,8 @@
 """Perceptual loss on VGG19 features, without torchvision.
 
-`VGG19Features` reproduces torchvision's `vgg19().features` (same `features.N` indices), so its
-checkpoint file `vgg19-dcbb9e9d.pth` loads with strict key checking; the classifier is ignored.
+`VGG19Features` rebuilds torchvision's `vgg19().features` with the same `features.N` indices,
+so torchvision's checkpoint `vgg19-dcbb9e9d.pth` loads with strict key checking (its
+`classifier.*` keys are ignored: only convolutional features are used).
 """
 
 from __future__ import annotations
@@ -13,12 +14,19 @@ import torch
 from torch import Tensor, nn
 
 VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
+VGG19_FILE = "vgg19-dcbb9e9d.pth"
 _BLOCKS = (2, 2, 4, 4, 4)  # convs per block
 _CHANNELS = (64, 128, 256, 512, 512)
+# torchvision's ImageNet statistics, for inputs in [0, 1]
+_MEAN = (0.485, 0.456, 0.406)
+_STD = (0.229, 0.224, 0.225)
 
 
 def vgg19_layers() -> tuple[list[nn.Module], dict[str, int]]:
-    """torchvision's VGG19 `features` sequence, and each named layer's index in it."""
+    """torchvision's VGG19 `features` sequence (37 modules), and each named layer's index in it.
+
+    Names: convB_I and reluB_I (block B, conv I), poolB. conv1_1 is 0, conv5_4 is 34.
+    """
     layers: list[nn.Module] = []
     names: dict[str, int] = {}
     prev = 3
@@ -27,53 +35,68 @@ def vgg19_layers() -> tuple[list[nn.Module], dict[str, int]]:
             names[f"conv{b}_{i}"] = len(layers)
             layers.append(nn.Conv2d(prev, c, 3, 1, 1))
             names[f"relu{b}_{i}"] = len(layers)
-            layers.append(nn.ReLU(inplace=False))  # captured conv outputs must stay pre-activation
+            layers.append(nn.ReLU(inplace=False))  # in-place would clobber captured pre-activations
             prev = c
         names[f"pool{b}"] = len(layers)
         layers.append(nn.MaxPool2d(2, 2))
     return layers, names
 
 
+def _hub_cache_file() -> Path:
+    home = Path(os.environ.get("TORCH_HOME") or Path.home() / ".cache" / "torch")
+    return home / "hub" / "checkpoints" / VGG19_FILE
+
+
 def load_vgg19_weights(path: str | os.PathLike[str] | None) -> dict[str, Tensor]:
-    """torchvision's VGG19 checkpoint (only tensors are unpickled). Without a path, torch hub's
-    cache file is used if present."""
+    """Read torchvision's VGG19 checkpoint (tensors only: `weights_only=True`).
+
+    Without a path, torch hub's cache file ($TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth,
+    TORCH_HOME defaulting to ~/.cache/torch) is used when present; nothing is downloaded.
+    """
     if path is None:
-        home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
-        cached = home / "hub" / "checkpoints" / "vgg19-dcbb9e9d.pth"
+        cached = _hub_cache_file()
         if not cached.is_file():
             raise FileNotFoundError(
-                f"VGG19 weights not found (looked for {cached}); download {VGG19_URL} and set "
-                "losses.perceptual.vgg_weights: PATH"
+                f"VGG19 weights not found (looked for {cached}); download {VGG19_URL} "
+                "and pass vgg_weights: PATH (losses.perceptual.vgg_weights in the config)"
             )
         path = cached
     if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: no such VGG19 weights file (torchvision's is {VGG19_URL})")
-    return torch.load(path, map_location="cpu", weights_only=True)
+        raise FileNotFoundError(f"{path}: no such VGG19 weights file (torchvision's is {VGG19_URL}); fix vgg_weights: PATH")
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(sd, dict):
+        raise ValueError(f"{path}: not a state dict (got {type(sd).__name__})")
+    return sd
 
 
 class VGG19Features(nn.Module):
-    """Frozen VGG19 that returns the requested layers' outputs for [0, 1] RGB inputs."""
+    """Frozen VGG19 returning the requested layers' outputs for [0, 1] RGB inputs.
+
+    `state_dict` must hold every torchvision `features.*` key with its shape (strict check, so a
+    VGG16 or vgg19_bn file is refused rather than half-loaded). Only the layers up to the deepest
+    requested one are kept and run.
+    """
 
     def __init__(self, layers: list[str], state_dict: dict[str, Tensor]) -> None:
         super().__init__()
         seq, names = vgg19_layers()
-        unknown = [l for l in layers if l not in names]
+        if not layers:
+            raise ValueError("VGG19Features needs at least one layer")
+        unknown = [name for name in layers if name not in names]
         if unknown:
             raise ValueError(f"unknown VGG19 layer(s) {', '.join(unknown)}; allowed: {', '.join(names)}")
-        self.wanted = {names[l]: l for l in layers}
+        _check_keys(nn.Sequential(*seq).state_dict(), state_dict)
+        self.wanted = {names[name]: name for name in layers}
         self.features = nn.Sequential(*seq[: max(self.wanted) + 1])  # nothing past the deepest layer
-        want = {k for k in self.features.state_dict()}
-        got = {k: v for k, v in state_dict.items() if k.startswith("features.")}
-        missing = sorted(k for k in want if f"features.{k}" not in got)
-        if missing:
-            raise ValueError(f"VGG19 weights lack {', '.join('features.' + k for k in missing[:4])}")
-        self.features.load_state_dict({k: got[f"features.{k}"].float() for k in want})
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+        own = self.features.state_dict()
+        self.features.load_state_dict({k: state_dict[f"features.{k}"].float() for k in own})
+        # Not persistent: the module's state dict stays exactly torchvision's `features.*` layout.
+        self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False).eval()
 
     def train(self, mode: bool = True) -> VGG19Features:
-        return super().train(False)  # always eval: it is a fixed feature extractor
+        return super().train(False)  # always eval: a fixed feature extractor, whatever its owner does
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         x = (x - self.mean) / self.std
@@ -85,11 +108,37 @@ class VGG19Features(nn.Module):
         return out
 
 
-class PerceptualLoss(nn.Module):
-    """weight * sum_l w_l * criterion(VGG_l(sr), VGG_l(hr)).
+def _check_keys(reference: dict[str, Tensor], given: dict[str, Tensor]) -> None:
+    want = {f"features.{k}": v.shape for k, v in reference.items()}
+    got = {k: v for k, v in given.items() if k.startswith("features.")}
+    missing = sorted(set(want) - set(got), key=_key_order)
+    unexpected = sorted(set(got) - set(want), key=_key_order)
+    bad = [f"{k} {tuple(got[k].shape)} (expected {tuple(want[k])})" for k in sorted(want.keys() & got.keys(), key=_key_order)
+           if got[k].shape != want[k]]
+    problems = []
+    if missing:
+        problems.append(f"missing {', '.join(missing[:4])}" + (f" and {len(missing) - 4} more" if len(missing) > 4 else ""))
+    if unexpected:
+        problems.append(f"unexpected {', '.join(unexpected[:4])}" + (f" and {len(unexpected) - 4} more" if len(unexpected) > 4 else ""))
+    if bad:
+        problems.append(f"wrong shape {', '.join(bad[:2])}")
+    if problems:
+        raise ValueError(f"not torchvision's VGG19 weights: {'; '.join(problems)}")
 
-    With pre_activation (ESRGAN), `convX_Y` means the conv output before its ReLU; otherwise the
-    same name is taken after the ReLU."""
+
+def _key_order(key: str) -> tuple[int, str]:
+    parts = key.split(".")
+    return (int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else -1, key)
+
+
+class PerceptualLoss(nn.Module):
+    """weight * sum_l w_l * criterion(VGG_l(sr), VGG_l(hr)), inputs RGB in [0, 1].
+
+    `layers` maps layer names (conv1_1 ... conv5_4, relu1_1 ... relu5_4) to weights. With
+    `pre_activation` (ESRGAN: conv5_4 before ReLU) a `convX_Y` name is the conv output before its
+    ReLU; without it the same name is taken after the ReLU. `state_dict` supplies the VGG19
+    weights directly (tests); otherwise they come from `load_vgg19_weights(vgg_weights)`.
+    """
 
     def __init__(
         self,
@@ -104,14 +153,16 @@ class PerceptualLoss(nn.Module):
         super().__init__()
         if criterion not in ("l1", "mse"):
             raise ValueError(f"perceptual criterion must be l1 or mse, got {criterion!r}")
-        names = {l if pre_activation or not l.startswith("conv") else "relu" + l[4:]: w for l, w in layers.items()}
-        self.layer_weights = names
+        self.layer_weights = {
+            name if pre_activation or not name.startswith("conv") else "relu" + name[4:]: w for name, w in layers.items()
+        }
         self.weight, self.criterion = weight, criterion
-        self.vgg = VGG19Features(list(names), state_dict if state_dict is not None else load_vgg19_weights(vgg_weights))
+        sd = state_dict if state_dict is not None else load_vgg19_weights(vgg_weights)
+        self.vgg = VGG19Features(list(self.layer_weights), sd)
 
     def forward(self, sr: Tensor, hr: Tensor) -> Tensor:
         f_sr = self.vgg(sr)
-        with torch.no_grad():
+        with torch.no_grad():  # the target needs no graph
             f_hr = self.vgg(hr.detach())
         loss = sr.new_zeros(())
         for name, w in self.layer_weights.items():
