@@ -4,6 +4,7 @@ from torch.nn import functional as F
 
 from esrforge.archs.discriminators import DISCRIMINATORS, VGGStyleDiscriminator, build_discriminator
 
+
 # BasicSR's VGGStyleDiscriminator keys for num_feat nf (input 128): name -> shape
 def _basicsr_vgg_shapes(nf: int, in_ch: int = 3) -> dict[str, tuple[int, ...]]:
     chans = [nf, nf * 2, nf * 4, nf * 8, nf * 8]
@@ -18,11 +19,12 @@ def _basicsr_vgg_shapes(nf: int, in_ch: int = 3) -> dict[str, tuple[int, ...]]:
                 shapes[f"{bn}.{p}"] = (c,)
             shapes[f"{bn}.num_batches_tracked"] = ()
         prev = c
-    shapes |= {"linear1.weight": (100, nf * 8 * 16), "linear1.bias": (100,), "linear2.weight": (1, 100), "linear2.bias": (1,)}
+    shapes |= {"linear1.weight": (100, nf * 8 * 16), "linear1.bias": (100,)}
+    shapes |= {"linear2.weight": (1, 100), "linear2.bias": (1,)}
     return shapes
 
 
-@pytest.mark.parametrize("size", [(32, 32), (48, 48), (40, 72), (128, 128)])
+@pytest.mark.parametrize("size", [(32, 32), (40, 72), (128, 128)])
 def test_vgg_style_any_size(size):
     d = build_discriminator("vgg", num_feat=4)
     assert d(torch.rand(2, 3, *size)).shape == (2, 1)

@@ -62,7 +62,9 @@ def load_vgg19_weights(path: str | os.PathLike[str] | None) -> dict[str, Tensor]
             )
         path = cached
     if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: no such VGG19 weights file (torchvision's is {VGG19_URL}); fix vgg_weights: PATH")
+        raise FileNotFoundError(
+            f"{path}: no such VGG19 weights file (torchvision's is {VGG19_URL}); fix vgg_weights: PATH"
+        )
     sd = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(sd, dict):
         raise ValueError(f"{path}: not a state dict (got {type(sd).__name__})")
@@ -79,7 +81,8 @@ class VGG19Features(nn.Module):
 
     def __init__(self, layers: list[str], state_dict: dict[str, Tensor]) -> None:
         super().__init__()
-        seq, names = vgg19_layers()
+        with torch.device("meta"):  # shapes only: every weight is overwritten by the file's
+            seq, names = vgg19_layers()
         if not layers:
             raise ValueError("VGG19Features needs at least one layer")
         unknown = [name for name in layers if name not in names]
@@ -87,7 +90,8 @@ class VGG19Features(nn.Module):
             raise ValueError(f"unknown VGG19 layer(s) {', '.join(unknown)}; allowed: {', '.join(names)}")
         _check_keys(nn.Sequential(*seq).state_dict(), state_dict)
         self.wanted = {names[name]: name for name in layers}
-        self.features = nn.Sequential(*seq[: max(self.wanted) + 1])  # nothing past the deepest layer
+        # nothing past the deepest layer
+        self.features = nn.Sequential(*seq[: max(self.wanted) + 1]).to_empty(device="cpu")
         own = self.features.state_dict()
         self.features.load_state_dict({k: state_dict[f"features.{k}"].float() for k in own})
         # Not persistent: the module's state dict stays exactly torchvision's `features.*` layout.
@@ -109,21 +113,21 @@ class VGG19Features(nn.Module):
 
 
 def _check_keys(reference: dict[str, Tensor], given: dict[str, Tensor]) -> None:
+    """Strict check of the `features.*` keys and shapes; other keys (classifier.*) are ignored."""
     want = {f"features.{k}": v.shape for k, v in reference.items()}
     got = {k: v for k, v in given.items() if k.startswith("features.")}
     missing = sorted(set(want) - set(got), key=_key_order)
     unexpected = sorted(set(got) - set(want), key=_key_order)
-    bad = [f"{k} {tuple(got[k].shape)} (expected {tuple(want[k])})" for k in sorted(want.keys() & got.keys(), key=_key_order)
-           if got[k].shape != want[k]]
-    problems = []
-    if missing:
-        problems.append(f"missing {', '.join(missing[:4])}" + (f" and {len(missing) - 4} more" if len(missing) > 4 else ""))
-    if unexpected:
-        problems.append(f"unexpected {', '.join(unexpected[:4])}" + (f" and {len(unexpected) - 4} more" if len(unexpected) > 4 else ""))
-    if bad:
-        problems.append(f"wrong shape {', '.join(bad[:2])}")
+    common = sorted(want.keys() & got.keys(), key=_key_order)
+    bad = [f"{k} {tuple(got[k].shape)} (expected {tuple(want[k])})" for k in common if got[k].shape != want[k]]
+    found = (("missing", missing), ("unexpected", unexpected), ("wrong shape", bad))
+    problems = [f"{what} {_few(keys)}" for what, keys in found if keys]
     if problems:
         raise ValueError(f"not torchvision's VGG19 weights: {'; '.join(problems)}")
+
+
+def _few(items: list[str], n: int = 4) -> str:
+    return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
 def _key_order(key: str) -> tuple[int, str]:
@@ -153,9 +157,9 @@ class PerceptualLoss(nn.Module):
         super().__init__()
         if criterion not in ("l1", "mse"):
             raise ValueError(f"perceptual criterion must be l1 or mse, got {criterion!r}")
-        self.layer_weights = {
-            name if pre_activation or not name.startswith("conv") else "relu" + name[4:]: w for name, w in layers.items()
-        }
+        # after-activation: convX_Y names its ReLU's output
+        post = not pre_activation
+        self.layer_weights = {("relu" + n[4:] if post and n.startswith("conv") else n): w for n, w in layers.items()}
         self.weight, self.criterion = weight, criterion
         sd = state_dict if state_dict is not None else load_vgg19_weights(vgg_weights)
         self.vgg = VGG19Features(list(self.layer_weights), sd)

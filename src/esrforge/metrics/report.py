@@ -7,55 +7,100 @@ import math
 import sys
 from pathlib import Path
 
+import cv2
+
 from esrforge.images import IMAGE_SUFFIXES, ImageError, read_image
 from esrforge.metrics.psnr_ssim import psnr, ssim
 
+_PREFIX = "esrforge metrics: error:"
 
-def _index(root: Path) -> dict[str, Path]:
-    return {
-        f.relative_to(root).with_suffix("").as_posix(): f
-        for f in sorted(root.rglob("*"))
-        if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-    }
+
+def _error(msg: str) -> None:
+    print(f"{_PREFIX} {msg}", file=sys.stderr)
+
+
+def _index(root: Path, problems: list[str]) -> dict[str, Path]:
+    """Images under `root` keyed by relative path without extension (upscalers change formats)."""
+    found: dict[str, list[Path]] = {}
+    for f in sorted(root.rglob("*")):
+        if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+            found.setdefault(f.relative_to(root).with_suffix("").as_posix(), []).append(f)
+    for files in found.values():
+        if len(files) > 1:  # a.png next to a.jpg: either could be meant, so compare neither
+            names = ", ".join(map(str, files))
+            problems.append(f"{names}: same name with different extensions; cannot tell which to compare")
+    return {k: files[0] for k, files in found.items() if len(files) == 1}
+
+
+def _json_number(v: float) -> float | None:
+    return v if math.isfinite(v) else None  # JSON has no inf/nan
 
 
 def metrics_command(sr: Path, hr: Path, *, crop_border: int = 0, y_channel: bool = False, as_json: bool = False) -> int:
-    """Compare SR images with HR images (two files, or two folders matched by relative path
-    and stem). JSON: {"mean": {"psnr", "ssim"}, "images": [{"name", "psnr", "ssim"}]}, where an
-    infinite PSNR (identical images) is written as null. Returns 1 if any image failed."""
+    """Compare SR images with their HR references and print the scores.
+
+    SR and HR are two image files, or two folders searched recursively whose images are matched
+    by relative path and stem (the extension may differ). Prints one line per image and the mean,
+    or with `as_json` exactly::
+
+        {"mean": {"psnr": ..., "ssim": ...}, "images": [{"name": ..., "psnr": ..., "ssim": ...}]}
+
+    where `name` is the HR file's path relative to HR (its file name in single-file mode), and an
+    infinite PSNR (identical images; also a mean that includes one) is written as null, as JSON
+    has no infinity. Unmatched images, size mismatches and unreadable files are reported on
+    stderr with their paths and skipped. Returns 1 if any image failed or nothing was compared,
+    else 0; expected user errors are printed, never raised.
+    """
+    sr, hr = Path(sr), Path(hr)
+    if crop_border < 0:
+        _error(f"--crop-border must be >= 0, got {crop_border}")
+        return 1
+    for p in (sr, hr):
+        if not p.exists():
+            _error(f"{p}: no such file or folder")
+            return 1
+    problems: list[str] = []
     if sr.is_file() and hr.is_file():
         pairs = [(hr.name, sr, hr)]
-        problems: list[str] = []
     elif sr.is_dir() and hr.is_dir():
-        s, h = _index(sr), _index(hr)
+        s, h = _index(sr, problems), _index(hr, problems)
         pairs = [(h[k].relative_to(hr).as_posix(), s[k], h[k]) for k in h if k in s]
-        problems = [f"{h[k]}: no SR image for it in {sr}" for k in h if k not in s]
+        problems += [f"{h[k]}: no SR image for it in {sr}" for k in h if k not in s]
         problems += [f"{s[k]}: no HR image for it in {hr}" for k in s if k not in h]
     else:
-        print(f"esrforge metrics: error: give two image files or two folders (got {sr}, {hr})", file=sys.stderr)
+        _error(f"give two image files or two folders (got {'folder' if sr.is_dir() else 'file'} {sr}, "
+               f"{'folder' if hr.is_dir() else 'file'} {hr})")
         return 1
-    rows = []
+
+    rows: list[dict] = []
     for name, s_path, h_path in pairs:
         try:
             a, b = read_image(s_path), read_image(h_path)
             if a.shape != b.shape:
-                raise ValueError(f"{s_path} is {a.shape[1]}x{a.shape[0]}x{a.shape[2]}, {h_path} is {b.shape[1]}x{b.shape[0]}x{b.shape[2]}")
+                raise ValueError(f"{s_path} is {_dims(a.shape)} but {h_path} is {_dims(b.shape)}")
             rows.append({"name": name, "psnr": psnr(a, b, crop_border=crop_border, y_channel=y_channel),
                          "ssim": ssim(a, b, crop_border=crop_border, y_channel=y_channel)})
-        except (ImageError, ValueError) as e:
-            problems.append(str(e))
+        except (ImageError, ValueError, OSError, cv2.error) as e:
+            msg = str(e)
+            problems.append(msg if str(s_path) in msg or str(h_path) in msg else f"{s_path} vs {h_path}: {msg}")
     for p in problems:
-        print(f"esrforge metrics: error: {p}", file=sys.stderr)
+        _error(p)
     if not rows:
-        print("esrforge metrics: error: no image pairs to compare", file=sys.stderr)
+        _error(f"no image pairs to compare in {sr} and {hr}")
         return 1
-    mean = {k: sum(r[k] for r in rows) / len(rows) for k in ("psnr", "ssim")}
+
+    mean = {k: math.fsum(r[k] for r in rows) / len(rows) for k in ("psnr", "ssim")}
     if as_json:
-        clean = lambda v: None if isinstance(v, float) and math.isinf(v) else v  # noqa: E731
-        print(json.dumps({"mean": {k: clean(v) for k, v in mean.items()},
-                          "images": [{k: clean(v) for k, v in r.items()} for r in rows]}, indent=2))
+        out = {"mean": {k: _json_number(v) for k, v in mean.items()},
+               "images": [{"name": r["name"], "psnr": _json_number(r["psnr"]), "ssim": _json_number(r["ssim"])}
+                          for r in rows]}
+        print(json.dumps(out, indent=2, allow_nan=False))
     else:
-        width = max(len(r["name"]) for r in rows + [{"name": "mean"}])
-        for r in rows + [{"name": "mean", **mean}]:
+        width = max(len(r["name"]) for r in [*rows, {"name": "mean"}])
+        for r in [*rows, {"name": "mean", **mean}]:
             print(f"{r['name']:<{width}}  PSNR {r['psnr']:8.4f} dB  SSIM {r['ssim']:.4f}")
     return 1 if problems else 0
+
+
+def _dims(shape: tuple[int, ...]) -> str:
+    return f"{shape[1]}x{shape[0]} with {shape[2]} channel(s)"
