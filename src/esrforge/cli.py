@@ -250,14 +250,12 @@ def degrade(
         raise CommandError("give HR_DIR and LR_DIR (or --preview IMAGE -o SHEET.png)")
     if output is not None:
         raise CommandError("-o goes with --preview; for a dataset give HR_DIR LR_DIR")
-    from esrforge.data.datasets import scan_images
-
-    total = len(scan_images([hr_dir])) if hr_dir.is_dir() else 0
-    with tqdm(total=total, unit="img", disable=quiet, dynamic_ncols=True) as bar:
+    with tqdm(unit="img", disable=quiet, dynamic_ncols=True) as bar:
         errors = degrade_folder(
             hr_dir, lr_dir, scale=scale, pipeline=pipe, seed=seed,
-            workers=default_workers() if workers is None else workers, progress=bar.update,
+            workers=default_workers() if workers is None else workers, progress=bar,
         )
+        total = int(bar.total or 0)
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     if not quiet:

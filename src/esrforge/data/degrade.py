@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -15,6 +14,7 @@ from esrforge.data.datasets import DatasetError, scan_images, seed_for, to_tenso
 from esrforge.data.pipeline import Pipeline
 from esrforge.data.resize import resize_to
 from esrforge.images import read_image, write_image
+from esrforge.infer.tiling import Progress
 
 
 def degrade_image(img: np.ndarray, pipeline: Pipeline, scale: int, seed: int) -> tuple[np.ndarray, list[str]]:
@@ -55,12 +55,13 @@ def degrade_folder(
     pipeline: Pipeline,
     seed: int = 0,
     workers: int = 0,
-    progress: Callable[[int], object] | None = None,
+    progress: Progress | None = None,
 ) -> list[str]:
     """Degrade every image under hr_dir into lr_dir (same relative names, PNG).
 
     Each file's randomness comes from (seed, relative path) alone, so the result does not depend
-    on the number of workers or the order files are done in. Returns per-file error messages.
+    on the number of workers or the order files are done in. `progress` (a tqdm bar, say) gets
+    its total and one update per file. Returns per-file error messages.
     """
     if lr_dir.resolve() == hr_dir.resolve() or hr_dir.resolve() in lr_dir.resolve().parents:
         raise DatasetError(f"{lr_dir}: the LR folder must not be the HR folder or inside it")
@@ -68,13 +69,15 @@ def degrade_folder(
     if not images:
         raise DatasetError(f"{hr_dir}: no images found")
     jobs = [(src, lr_dir / f"{key}.png", pipeline, scale, seed_for(seed, key)) for key, src in images.items()]
+    if progress is not None:
+        progress.total = len(jobs)
     errors: list[str] = []
 
     def done(fut_or_exc: object, src: Path) -> None:
         if isinstance(fut_or_exc, BaseException):
             errors.append(f"{src}: {fut_or_exc}" if str(src) not in str(fut_or_exc) else str(fut_or_exc))
         if progress is not None:
-            progress(1)
+            progress.update(1)
 
     if workers <= 0:
         for job in jobs:

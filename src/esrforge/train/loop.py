@@ -300,15 +300,13 @@ def _backward(run: Run, loss: Tensor) -> None:
 
 def _step(run: Run, opt: torch.optim.Optimizer, params: Any) -> None:
     clip = run.cfg.train.grad_clip
+    if clip:
+        if run.scaler is not None:
+            run.scaler.unscale_(opt)  # clip the true gradients, not the loss-scaled ones
+        nn.utils.clip_grad_norm_(params, clip)
     if run.scaler is not None:
-        if clip:
-            run.scaler.unscale_(opt)
-        if clip:
-            nn.utils.clip_grad_norm_(params, clip)
         run.scaler.step(opt)
     else:
-        if clip:
-            nn.utils.clip_grad_norm_(params, clip)
         opt.step()
 
 
