@@ -204,6 +204,18 @@ def test_write_leaves_only_the_final_file(tmp_path: Path) -> None:
     np.testing.assert_array_equal(read_image(tmp_path / "a.png"), photo_like(8, 8, seed=1))
 
 
+def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    """Not the 0600 of the temporary file: others can read an output as with a plain open()."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        write_image(tmp_path / "a.png", photo_like(8, 8))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.png").stat().st_mode & 0o777 == 0o644
+
+
 @pytest.mark.parametrize(
     "name, img",
     [

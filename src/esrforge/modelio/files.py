@@ -93,6 +93,12 @@ def unwrap(obj: Any, path: str | os.PathLike[str] = "<memory>") -> StateDict:
     return sd
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_save(path: str | os.PathLike[str], write: Any) -> None:
     """Call `write(tmp_path)` to produce the file under a temporary name, then rename it."""
     path = Path(path)
@@ -101,6 +107,8 @@ def atomic_save(path: str | os.PathLike[str], write: Any) -> None:
     os.close(fd)
     try:
         write(tmp)
+        # mkstemp creates 0600 files; give the result the mode a plain open() would have.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
