@@ -112,3 +112,17 @@ def test_dataloader_workers_do_not_change_the_data(tmp_path):
     one = [b["lr"] for b in torch.utils.data.DataLoader(ds, batch_size=2, num_workers=0)]
     two = [b["lr"] for b in torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2)]
     assert all(torch.equal(a, b) for a, b in zip(one, two))
+
+
+def test_repeat_draws_each_image_several_times_with_different_crops(tmp_path):
+    make_pairs(tmp_path, n=2, hr=(96, 96))
+    one = SRDataset([tmp_path / "hr"], lr_roots=[tmp_path / "lr"], scale=4, hr_size=16, seed=3)
+    ds = SRDataset([tmp_path / "hr"], lr_roots=[tmp_path / "lr"], scale=4, hr_size=16, seed=3, repeat=5)
+    assert len(one) == 2 and len(ds) == 10
+    assert torch.equal(ds[1]["hr"], one[1]["hr"])  # the first pass is the unrepeated dataset
+    same_image = [ds[i] for i in range(1, 10, 2)]
+    assert {s["key"] for s in same_image} == {one[1]["key"]}
+    crops = {s["hr"].numpy().tobytes() for s in same_image}
+    assert len(crops) == 5
+    with pytest.raises(DatasetError, match="repeat must be at least 1"):
+        SRDataset([tmp_path / "hr"], lr_roots=[tmp_path / "lr"], scale=4, hr_size=16, repeat=0)

@@ -59,16 +59,19 @@ def tiny_overrides(name: str, ws: Path, cfg_path: Path, iterations: int = 3) -> 
     if "pretrain" in raw:
         o.append(f"pretrain.generator={ws / 'pre.pth'}" if raw["generator"]["arch"] == "rrdbnet" else "pretrain=null")
     if "val" in raw["data"]:
-        o += [f"data.val.hr=[{ws / 'val'}]", "data.val.every=2"]
+        o += [f"data.val.hr=[{ws / 'val'}]", "data.val.lr=null", "data.val.every=2"]
     return o
 
 
-@pytest.mark.parametrize("cfg_name", ["esrgan_psnr_x4", "esrgan_gan_x4", "realesrgan_x4", "compact_x4", "finetune"])
+@pytest.mark.parametrize(
+    "cfg_name", ["esrgan_psnr_x4", "esrgan_gan_x4", "realesrgan_x4", "compact_x4", "finetune", "models/photo_x4", "models/photo_x4_gan"]
+)
 def test_example_configs_train_a_few_iterations(workspace, tmp_path, cfg_name):
     cfg = CONFIGS / f"{cfg_name}.yml"
-    rc = train(cfg, runs_dir=tmp_path, overrides=tiny_overrides(cfg_name, workspace, cfg), quiet=True)
+    name = Path(cfg_name).name
+    rc = train(cfg, runs_dir=tmp_path, overrides=tiny_overrides(name, workspace, cfg), quiet=True)
     assert rc == 0
-    run = tmp_path / cfg_name
+    run = tmp_path / name
     models = run / "models"
     pth = torch.load(models / "net_g_3.pth", weights_only=True)
     assert set(pth) == {"params", "params_ema"}
@@ -284,3 +287,32 @@ def test_fp16_grad_scaler_adamw_and_clipping_paths(workspace, tmp_path, monkeypa
     assert calls and set(calls) == {0.5}
     log = [json.loads(line) for line in (tmp_path / "fp16" / "log.jsonl").read_text().splitlines() if '"val"' not in line]
     assert all(np.isfinite(r["pixel"]) and np.isfinite(r["gan_d"]) for r in log)
+
+
+def test_ema_update_and_warmup():
+    from esrforge.train.loop import ema_decay, update_ema
+
+    assert ema_decay(0.999, 0, True) == pytest.approx(0.1)
+    assert ema_decay(0.999, 2000, True) == pytest.approx(2001 / 2010)
+    assert ema_decay(0.999, 100_000, True) == 0.999 and ema_decay(0.999, 0, False) == 0.999
+    ema, net = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    before = ema.weight.detach().clone()
+    update_ema(ema, net, 0.9)
+    assert torch.allclose(ema.weight, 0.9 * before + 0.1 * net.weight.detach())
+    # A network that stopped moving at w: after 2000 steps the warmed-up EMA is at w, while the
+    # fixed decay still carries 0.999**2000 = 13.5% of the initial weights.
+    start, w = torch.zeros(1), torch.ones(1)
+    for warm in (True, False):
+        e = start.clone()
+        for it in range(2000):
+            d = ema_decay(0.999, it, warm)
+            e = d * e + (1 - d) * w
+        assert (float(e) > 0.99) == warm
+
+
+def test_too_few_images_for_a_batch_points_to_repeat(workspace, tmp_path):
+    cfg = CONFIGS / "compact_x4.yml"
+    base = tiny_overrides("few", workspace, cfg, iterations=1) + ["data.val=null", "data.train.batch_size=6"]
+    with pytest.raises(TrainingError, match=r"4 usable image\(s\) x repeat 1 = 4 samples per epoch, fewer than batch_size 6"):
+        train(cfg, runs_dir=tmp_path, overrides=base, quiet=True)
+    assert train(cfg, runs_dir=tmp_path, overrides=base + ["data.train.repeat=2"], quiet=True) == 0

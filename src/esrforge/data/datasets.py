@@ -107,11 +107,15 @@ class SRDataset(Dataset):
         channels: int = 3,
         augment: bool = True,
         seed: int = 0,
+        repeat: int = 1,
     ) -> None:
         if hr_size % scale:
             raise DatasetError(f"hr_size {hr_size} is not a multiple of scale {scale}")
         if channels not in (1, 3, 4):
             raise DatasetError(f"channels must be 1, 3 or 4, got {channels}")
+        if repeat < 1:
+            raise DatasetError(f"repeat must be at least 1, got {repeat}")
+        self.repeat = repeat
         self.scale, self.hr_size, self.channels = scale, hr_size, channels
         self.pipeline, self.augment, self.seed = pipeline, augment, seed
         self.epoch = 0
@@ -157,7 +161,7 @@ class SRDataset(Dataset):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.samples) * self.repeat
 
     def _read(self, path: Path) -> Tensor:
         try:
@@ -166,7 +170,7 @@ class SRDataset(Dataset):
             raise DatasetError(f"while loading a training sample: {e}") from None
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        s = self.samples[index]
+        s = self.samples[index % len(self.samples)]
         g = torch.Generator().manual_seed(seed_for(self.seed, self.epoch, index))
         hr = self._read(s.hr)
         lr = self._read(s.lr) if s.lr is not None else None

@@ -25,6 +25,7 @@ class TrainData:
     workers: int = bounded(4, lo=0, doc="DataLoader worker processes")
     channels: Literal[1, 3, 4] = 3
     augment: bool = True
+    repeat: int = bounded(1, lo=1, doc="times each image is drawn per epoch, each with its own random crop (small sets of large images)")
 
 
 @dataclass
@@ -178,6 +179,7 @@ class Schedule:
 class TrainLoop:
     iterations: int = bounded(400_000, lo=1)
     ema: float | None = bounded(0.999, lo=0, hi=1, doc="EMA decay of the generator; null = off")
+    ema_warmup: bool = bounded(True, doc="ramp the EMA decay as (1 + it) / (10 + it) up to `ema`; false = BasicSR's fixed decay")
     checkpoint_every: int = bounded(5000, lo=1)
     keep_checkpoints: int = bounded(3, lo=1, doc="older checkpoints are deleted; the final one is kept")
     log_every: int = bounded(100, lo=1)
