@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # multi-GB CUDA build when it resolves the package's `torch>=2.3`.
 TORCH := torch==2.13.0
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench models model-docs clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,18 @@ test: venv
 bench: venv
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	$(PY) benchmarks/bench_upscale.py
+
+# Rebuild the bundled models from configs/models/ (CPU: about an hour; see docs/models.md), then
+# their quality benchmark and pictures.
+models: venv
+	$(PY) -m pip install --quiet -e '.[test,models]'
+	$(PY) scripts/train_bundled.py photo_x4
+	$(PY) scripts/train_bundled.py photo_x4_gan
+
+model-docs: venv
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	$(PY) benchmarks/bench_models.py
+	$(PY) scripts/model_pictures.py
 
 clean:
 	rm -rf $(VENV) build demo-output .pytest_cache

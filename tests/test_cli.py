@@ -324,13 +324,6 @@ def test_seamless_tile_wraps_edges(tmp_path: Path) -> None:
     assert np.any(wrap_a != wrap_b)
 
 
-def test_missing_model_mentions_dash_m(tmp_path: Path, capsys) -> None:
-    src = image(tmp_path / "a.png")
-    assert cli("upscale", src, "-o", tmp_path / "o.png", "-q") == 1
-    assert "-m" in capsys.readouterr().err
-    assert not (tmp_path / "o.png").exists()
-
-
 # --- info ---------------------------------------------------------------------------------------
 
 

@@ -18,7 +18,35 @@ class CommandError(Exception):
     """A user-facing failure: printed as one line, exit code 1."""
 
 
-# --- info / convert / interpolate ----------------------------------------------------------------
+# --- models / info / convert / interpolate ----------------------------------------------------------------
+
+
+def models(*, as_json: bool = False) -> int:
+    """List the models bundled with esrforge (usable as `-m NAME`)."""
+    from esrforge.modelio import BUNDLED, DEFAULT_MODEL, ModelFileError, load_model
+
+    rows = []
+    for m in BUNDLED:
+        rec: dict[str, object] = {"name": m.name, "default": m.name == DEFAULT_MODEL, "summary": m.summary}
+        try:
+            d = load_model(m.name).descriptor
+            rec.update(installed=True, **{k: v for k, v in d.info().items() if k not in ("layout",)})
+        except ModelFileError as e:
+            rec.update(installed=False, error=str(e))
+        rows.append(rec)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        head = f"{r['name']}{' (default)' if r['default'] else ''}"
+        if r["installed"]:
+            hp = ", ".join(f"{k} {r[k]}" for k in ("num_feat", "num_block", "num_grow_ch", "num_conv", "activation") if r.get(k) is not None)
+            print(f"{head:<24} x{r['scale']} {r['arch']} ({hp}; {r['params']:,} params)")
+        else:
+            print(f"{head:<24} MISSING: {r['error']}")
+        print(f"{'':<24} {r['summary']}")
+    print("use one with: esrforge upscale IMAGE -o OUT -m NAME (without -m: the default)")
+    return 0
 
 
 def info(model: Path, *, as_json: bool = False) -> int:
@@ -167,10 +195,9 @@ def upscale(
     from esrforge.modelio import load_model
 
     if not models:
-        raise CommandError(
-            "no model given: pass one with -m MODEL (a .pth or .safetensors ESRGAN-family file); "
-            "esrforge does not bundle a default model yet"
-        )
+        from esrforge.modelio import DEFAULT_MODEL
+
+        models = [DEFAULT_MODEL]
     jobs = plan_outputs(inputs, output, suffix=suffix, fmt=fmt)
     input_files = {j.src.resolve() for j in jobs}
     loaded = [load_model(m) for m in models]
@@ -324,7 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("upscale", help="upscale images, folders or globs")
     s.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or globs")
     s.add_argument("-o", "--output", type=Path, required=True, help="output file (one input) or folder")
-    s.add_argument("-m", "--model", dest="models", action="append", default=[], help="model file; repeat to chain")
+    s.add_argument("-m", "--model", dest="models", action="append", default=[],
+                   help="model file or bundled model name (esrforge models); repeat to chain; default: the bundled default")
     s.add_argument("--suffix", default="", help="added to each output file name before the extension")
     s.add_argument("--format", dest="fmt", choices=["same", *FORMATS], default="same", help="output format")
     g = s.add_mutually_exclusive_group()
@@ -372,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--y-channel", action="store_true", help="compare the BT.601 luma only (papers do)")
     s.add_argument("--json", dest="as_json", action="store_true")
 
+    s = sub.add_parser("models", help="list the models bundled with esrforge")
+    s.add_argument("--json", dest="as_json", action="store_true")
+
     s = sub.add_parser("info", help="show a model file's architecture and hyperparameters")
     s.add_argument("model", type=Path)
     s.add_argument("--json", dest="as_json", action="store_true")
@@ -401,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     func = {
         "upscale": upscale, "degrade": degrade, "train": train, "plot": plot, "metrics": metrics,
-        "info": info, "convert": convert, "interpolate": interpolate,
+        "models": models, "info": info, "convert": convert, "interpolate": interpolate,
     }[command]
     try:
         return func(**args)

@@ -7,12 +7,26 @@ from esrforge.cli import main
 from esrforge.train.config import TrainConfig, load_config
 from esrforge.train.schema import ConfigError
 
-CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yml"))
+CONFIGS = sorted((Path(__file__).parents[2] / "configs").rglob("*.yml"))
 
 
 def test_there_are_example_configs():
     names = {p.stem for p in CONFIGS}
-    assert {"esrgan_psnr_x4", "esrgan_gan_x4", "realesrgan_x4", "compact_x4", "finetune"} <= names
+    assert {"esrgan_psnr_x4", "esrgan_gan_x4", "realesrgan_x4", "compact_x4", "finetune", "photo_x4", "photo_x4_gan"} <= names
+
+
+def test_bundled_model_configs_match_the_bundled_models():
+    """Each bundled model names the committed config that reproduces it, with the same network."""
+    from esrforge.modelio import BUNDLED, load_model
+
+    root = Path(__file__).parents[2]
+    for m in BUNDLED:
+        cfg = load_config(root / m.config)
+        assert cfg.name == m.name
+        desc = load_model(m.name).descriptor
+        assert (desc.arch, desc.scale) == (cfg.generator.arch, cfg.scale)
+        assert {k: desc.hparams[k] for k in ("num_feat", "num_conv", "activation")} == {
+            "num_feat": cfg.generator.num_feat, "num_conv": cfg.generator.num_conv, "activation": cfg.generator.activation}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)

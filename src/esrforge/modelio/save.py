@@ -46,8 +46,10 @@ def save_model(
     *,
     layout: str = "basicsr",
     half: bool = False,
+    extra_metadata: dict[str, str] | None = None,
 ) -> Path:
     """Save a generator; the format follows the extension (.safetensors, or .pth/.pt/.ckpt).
+    extra_metadata goes into a safetensors header (ignored for pickles).
 
     Pickles in BasicSR layout are wrapped as {"params_ema": ...} (what Real-ESRGAN, chaiNNer and
     ComfyUI expect); the original layout is saved as a bare state dict, as the 2018 release was.
@@ -58,7 +60,7 @@ def save_model(
     if suffix == ".safetensors":
         from safetensors.torch import save_file
 
-        meta = metadata(desc, layout)
+        meta = {**metadata(desc, layout), **(extra_metadata or {})}
         atomic_save(path, lambda tmp: save_file(out, tmp, metadata=meta))
     elif suffix in PICKLE_SUFFIXES:
         obj = {"params_ema": out} if layout == "basicsr" else out

@@ -1,0 +1,93 @@
+"""Rebuild a bundled model from its committed config: data, training, export into the package.
+
+    python scripts/train_bundled.py photo_x4        # the PSNR default
+    python scripts/train_bundled.py photo_x4_gan    # the GAN fine-tune (starts from photo_x4)
+
+Steps: prepare build/model-data (scripts/model_data.py) if missing; `esrforge train
+configs/models/NAME.yml --runs-dir runs` (resuming if the run was interrupted: --resume); then the
+EMA weights of the last iteration are written as fp16 safetensors to
+src/esrforge/weights/NAME.safetensors with the recipe in the file's metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+
+def export(name: str, run_dir: Path, wall_s: float | None) -> Path:
+    """Write the run's final generator (EMA) as the bundled fp16 weights file."""
+    import model_data
+    import torch
+
+    from esrforge import __version__
+    from esrforge.modelio import load_model, save_model
+    from esrforge.modelio.bundled import find_bundled, weights_dir
+
+    final = run_dir / "models" / "net_g_latest.safetensors"
+    lm = load_model(final)
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    iters = max((r.get("iter", 0) for r in records), default=0)
+    val = [r for r in records if "val" in r]
+    meta = {
+        "esrforge_bundled": name,
+        "config": find_bundled(name).config,
+        "iterations": str(iters),
+        "trained_on": f"{model_data.cpu_name()}, {os.cpu_count()} threads, torch {torch.__version__}",
+        "exported": dt.date.today().isoformat(),
+        "esrforge_version": __version__,
+    }
+    if wall_s is not None:  # measured only when this script ran the training
+        meta["train_wall_s"] = f"{wall_s:.0f}"
+    if val:
+        meta["last_validation"] = json.dumps(val[-1], sort_keys=True)
+    out = weights_dir() / find_bundled(name).file
+    save_model(out, lm.module.state_dict(), lm.descriptor, half=True, extra_metadata=meta)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, fp16) from {final} at iteration {iters}")
+    return out
+
+
+def main() -> int:
+    from esrforge.modelio import BUNDLED
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("name", choices=[m.name for m in BUNDLED])
+    ap.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    ap.add_argument("--resume", action="store_true", help="continue an interrupted run of this model")
+    ap.add_argument("--export-only", action="store_true", help="only export the finished run's weights")
+    args = ap.parse_args()
+    os.chdir(ROOT)  # the configs name their data relative to the repository root
+
+    from esrforge.cli import main as cli
+    from esrforge.modelio.bundled import find_bundled
+
+    config = ROOT / find_bundled(args.name).config
+    run_dir = args.runs_dir / args.name
+    wall = None
+    if not args.export_only:
+        import model_data
+
+        data = ROOT / "build" / "model-data"
+        if not (data / "train").is_dir() or not (data / "heldout" / "lr").is_dir():
+            model_data.prepare(data)
+        t0 = time.perf_counter()
+        cmd = ["train", str(config), "--runs-dir", str(args.runs_dir)] + (["--resume"] if args.resume else [])
+        rc = cli(cmd)
+        if rc != 0:
+            return rc
+        wall = time.perf_counter() - t0
+        print(f"training took {wall / 60:.1f} min")
+    export(args.name, run_dir, wall)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
