@@ -117,3 +117,14 @@ def test_bundled_weights_are_small_fp16_safetensors_with_their_recipe():
             meta = f.metadata()
             assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
         assert meta["esrforge_bundled"] == m.name and meta["config"] == m.config and int(meta["iterations"]) > 0
+
+
+def test_model_commands_take_bundled_names(tmp_path, capsys):
+    assert main(["info", DEFAULT_MODEL, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["arch"] == "compact"
+    a, b = BUNDLED[0].name, BUNDLED[1].name
+    out = tmp_path / "mid.safetensors"
+    assert main(["interpolate", a, b, "--alpha", "0.5", "-o", str(out)]) == 0
+    sa, sb, sm = (load_model(x).module.state_dict() for x in (a, b, out))
+    for k in sm:
+        assert torch.allclose(sm[k], (sa[k] + sb[k]) / 2, atol=1e-6)
