@@ -351,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("upscale", help="upscale images, folders or globs")
     s.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or globs")
     s.add_argument("-o", "--output", type=Path, required=True, help="output file (one input) or folder")
-    s.add_argument("-m", "--model", dest="models", action="append", default=[],
+    s.add_argument("-m", "--model", dest="models", action="append", default=[], metavar="MODEL",
                    help="model file or bundled model name (esrforge models); repeat to chain; default: the bundled default")
     s.add_argument("--suffix", default="", help="added to each output file name before the extension")
     s.add_argument("--format", dest="fmt", choices=["same", *FORMATS], default="same", help="output format")
