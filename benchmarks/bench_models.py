@@ -80,8 +80,10 @@ def main() -> int:
     ups = {m.name: Upscaler([load_model(m.name)], device="cpu", precision=args.precision) for m in BUNDLED}
     results: dict[str, dict[str, dict[str, float]]] = {}
     seconds: dict[str, float] = {m: 0.0 for m in ups}
+    sizes = []
     for path in photos:
         hr, lr = read_image(path), read_image(held / "lr" / path.name)
+        sizes.append(f"{path.stem} {hr.shape[1]}x{hr.shape[0]}")
         outs = baselines(lr, hr.shape[:2])
         for name, up in ups.items():
             t0 = time.perf_counter()
@@ -93,7 +95,7 @@ def main() -> int:
     names = [p.stem for p in photos]
     keys = ("psnr_y", "ssim_y", "psnr_rgb", "detail")
     mean = {m: {k: float(np.mean([r[n][k] for n in names])) for k in keys} for m, r in results.items()}
-    print(f"# held-out photos: {', '.join(f'{p.stem} {read_image(p).shape[1]}x{read_image(p).shape[0]}' for p in photos)}")
+    print(f"# held-out photos: {', '.join(sizes)}")
     print(f"# machine: {model_data.cpu_name()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, models at precision {args.precision}")
     print()

@@ -23,13 +23,12 @@ def sample_image(path: Path) -> Path:
     try:
         import skimage
 
-        from esrforge.data.resize import imresize
+        from esrforge.data.degrade import degrade_image
+        from esrforge.data.pipeline import load_pipeline
         from esrforge.images import read_image
-        import torch
 
         hr = read_image(Path(skimage.__file__).parent / "data" / "coffee.png")
-        x = torch.from_numpy(hr).permute(2, 0, 1)[None].double() / 255.0
-        img = (imresize(x, 0.25)[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
+        img, _ = degrade_image(hr, load_pipeline("bicubic"), 4, seed=0)
     except ImportError:
         import cv2
 

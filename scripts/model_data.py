@@ -67,24 +67,6 @@ def _read_rgb(path: Path) -> np.ndarray:
     return img[:, :, :3]
 
 
-def _write(path: Path, img: np.ndarray) -> None:
-    from esrforge.images import write_image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_image(path, img)
-
-
-def bicubic_down(hr: np.ndarray, scale: int = SCALE) -> np.ndarray:
-    """MATLAB imresize(hr, 1/scale) (antialiased bicubic), the field's standard LR for benchmarks."""
-    import torch
-
-    from esrforge.data.resize import imresize
-
-    x = torch.from_numpy(hr).permute(2, 0, 1)[None].double() / 255.0
-    y = imresize(x, 1.0 / scale)
-    return (y[0].permute(1, 2, 0).clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
-
-
 def cpu_name() -> str:
     """The CPU model, for the records of where a model was trained or measured."""
     try:
@@ -97,16 +79,20 @@ def cpu_name() -> str:
 
 
 def prepare(out: Path) -> None:
+    from esrforge.data.degrade import degrade_image
+    from esrforge.data.pipeline import load_pipeline
+    from esrforge.images import write_image
+
     ski, skl = _skimage_dir(), _sklearn_dir()
     for name in TRAIN_SKIMAGE:
-        _write(out / "train" / f"{Path(name).stem}.png", _read_rgb(ski / name))
+        write_image(out / "train" / f"{Path(name).stem}.png", _read_rgb(ski / name))
     held = [ski / n for n in HELDOUT_SKIMAGE] + [skl / n for n in HELDOUT_SKLEARN]
+    bicubic = load_pipeline("bicubic")  # MATLAB's antialiased imresize(hr, 1/4): the benchmark LR
     for path in held:
         hr = _read_rgb(path)
-        h, w = hr.shape[0] // SCALE * SCALE, hr.shape[1] // SCALE * SCALE
-        hr = np.ascontiguousarray(hr[:h, :w])
-        _write(out / "heldout" / "hr" / f"{path.stem}.png", hr)
-        _write(out / "heldout" / "lr" / f"{path.stem}.png", bicubic_down(hr))
+        hr = np.ascontiguousarray(hr[: hr.shape[0] // SCALE * SCALE, : hr.shape[1] // SCALE * SCALE])
+        write_image(out / "heldout" / "hr" / f"{path.stem}.png", hr)
+        write_image(out / "heldout" / "lr" / f"{path.stem}.png", degrade_image(hr, bicubic, SCALE, seed=0)[0])
     print(f"wrote {len(TRAIN_SKIMAGE)} training images and {len(held)} held-out photos under {out}")
 
 

@@ -85,10 +85,11 @@ def main() -> int:
     def crop(img: np.ndarray, y: int, x: int) -> np.ndarray:
         return np.ascontiguousarray(img[y : y + CROP, x : x + CROP])
 
+    windows = {}
     for name in PHOTOS:
         hr = read_image(held / "hr" / f"{name}.png")
         lr = read_image(lr_dir / f"{name}.png")
-        y, x = busiest_window(hr, CROP)
+        y, x = windows[name] = busiest_window(hr, CROP)
         nearest = cv2.resize(lr, (lr.shape[1] * 4, lr.shape[0] * 4), interpolation=cv2.INTER_NEAREST)
         bicubic = cv2.resize(lr, (hr.shape[1], hr.shape[0]), interpolation=cv2.INTER_CUBIC)
         shots = [
@@ -100,8 +101,7 @@ def main() -> int:
         ]
         write_image(args.out / f"compare_{name}.png", row([panel(crop(im, y, x), cap) for im, cap in shots]))
     name = PHOTOS[0]
-    hr = read_image(held / "hr" / f"{name}.png")
-    y, x = busiest_window(hr, CROP)
+    y, x = windows[name]
     strip = []
     for a in ALPHAS:
         src = w / ("photo_x4" if a == 0 else "photo_x4_gan" if a == 1 else f"interp_{a}") / f"{name}.png"

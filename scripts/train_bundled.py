@@ -64,6 +64,7 @@ def main() -> int:
     ap.add_argument("--resume", action="store_true", help="continue an interrupted run of this model")
     ap.add_argument("--export-only", action="store_true", help="only export the finished run's weights")
     args = ap.parse_args()
+    args.runs_dir = args.runs_dir.resolve()  # before the chdir, so a relative --runs-dir means the caller's
     os.chdir(ROOT)  # the configs name their data relative to the repository root
 
     from esrforge.cli import main as cli

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from esrforge.cli import main
-from esrforge.data.resize import imresize
+from esrforge.data.degrade import degrade_image
+from esrforge.data.pipeline import load_pipeline
 from esrforge.images import read_image, write_image
 from esrforge.infer import Upscaler
 from esrforge.metrics.psnr_ssim import psnr, ssim
@@ -37,8 +38,7 @@ def scene(size: int = 128, seed: int = 0) -> np.ndarray:
 
 
 def _down4(hr: np.ndarray) -> np.ndarray:
-    t = torch.from_numpy(hr).permute(2, 0, 1)[None].double() / 255.0
-    return (imresize(t, 0.25)[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
+    return degrade_image(hr, load_pipeline("bicubic"), 4, seed=0)[0]
 
 
 @pytest.mark.parametrize("name", [m.name for m in BUNDLED])
