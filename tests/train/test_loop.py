@@ -316,3 +316,17 @@ def test_too_few_images_for_a_batch_points_to_repeat(workspace, tmp_path):
     with pytest.raises(TrainingError, match=r"4 usable image\(s\) x repeat 1 = 4 samples per epoch, fewer than batch_size 6"):
         train(cfg, runs_dir=tmp_path, overrides=base, quiet=True)
     assert train(cfg, runs_dir=tmp_path, overrides=base + ["data.train.repeat=2"], quiet=True) == 0
+
+
+def test_ema_warmup_config_reaches_the_loop(workspace, tmp_path):
+    """After one step ema = d * init + (1 - d) * net, so net - ema = d * (net - init): d = 0.1
+    with warmup, 0.999 with train.ema_warmup: false; the same seed gives the same init and net."""
+    cfg = CONFIGS / "compact_x4.yml"
+    gaps = {}
+    for warm in ("true", "false"):
+        o = tiny_overrides(f"ew_{warm}", workspace, cfg, iterations=1) + ["data.val=null", f"train.ema_warmup={warm}"]
+        assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True) == 0
+        pth = torch.load(tmp_path / f"ew_{warm}" / "models" / "net_g_1.pth", weights_only=True)
+        gaps[warm] = torch.cat([(pth["params"][k] - pth["params_ema"][k]).flatten() for k in pth["params"]])
+    assert gaps["true"].abs().max() > 0
+    torch.testing.assert_close(gaps["false"], gaps["true"] * (0.999 / 0.1), rtol=1e-3, atol=1e-7)
