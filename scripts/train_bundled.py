@@ -3,7 +3,7 @@
     python scripts/train_bundled.py photo_x4        # the PSNR default
     python scripts/train_bundled.py photo_x4_gan    # the GAN fine-tune (starts from photo_x4)
 
-Steps: prepare build/model-data (scripts/model_data.py) if missing; `esrforge train
+Steps: prepare build/model-data (scripts/model_data.py); `esrforge train
 configs/models/NAME.yml --runs-dir runs` (resuming if the run was interrupted: --resume); then the
 EMA weights of the last iteration are written as fp16 safetensors to
 src/esrforge/weights/NAME.safetensors with the recipe in the file's metadata.
@@ -76,9 +76,7 @@ def main() -> int:
     if not args.export_only:
         import model_data
 
-        data = ROOT / "build" / "model-data"
-        if not (data / "train").is_dir() or not (data / "heldout" / "lr").is_dir():
-            model_data.prepare(data)
+        model_data.prepare(ROOT / "build" / "model-data")  # seconds; wheels are cached
         t0 = time.perf_counter()
         cmd = ["train", str(config), "--runs-dir", str(args.runs_dir)] + (["--resume"] if args.resume else [])
         rc = cli(cmd)

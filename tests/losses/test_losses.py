@@ -176,3 +176,48 @@ def test_multiscale_lists_are_averaged():
         g.discriminator_loss([r1, r2], [f1])
     with pytest.raises(ValueError):
         g.generator_loss(r1, [f1])
+
+
+@pytest.mark.parametrize(
+    ("arch", "hp", "hidden"),
+    [
+        ("vgg", {"num_feat": 4}, 10),  # conv{0..4}_{0,1}
+        ("patchgan", {"num_feat": 4, "n_layers": 2}, 3),  # all but the 1-channel output conv
+        ("multiscale_patchgan", {"num_feat": 4, "n_layers": 2, "num_D": 2}, 6),
+        ("unet", {"num_feat": 4}, 9),  # conv0..conv8; conv9 is the logit head
+    ],
+)
+def test_discriminator_features_are_the_hidden_convs(arch, hp, hidden):
+    from esrforge.losses.feature_matching import discriminator_features
+
+    net_d = build_discriminator(arch, **hp)
+    x = torch.rand(2, 3, 32, 32)
+    with discriminator_features(net_d) as feats:
+        net_d(x)
+    assert len(feats) == hidden and all(f.shape[0] == 2 and f.shape[1] > 1 for f in feats)
+    net_d(x)  # hooks are gone after the block: nothing more is collected
+    assert len(feats) == hidden
+
+
+def test_feature_matching_loss_values_and_gradients():
+    from esrforge.losses.feature_matching import FeatureMatchingLoss, discriminator_features
+
+    fm = FeatureMatchingLoss(weight=2.0)
+    a, b = [torch.zeros(1, 2, 2, 2), torch.ones(1, 3, 1, 1)], [torch.ones(1, 2, 2, 2), torch.ones(1, 3, 1, 1)]
+    assert float(fm(a, b)) == pytest.approx(2.0 * (1.0 + 0.0) / 2)  # mean over layers of the mean |a - b|
+    with pytest.raises(ValueError, match="same layers"):
+        fm(a, b[:1])
+    torch.manual_seed(0)
+    net_d = build_discriminator("patchgan", num_feat=4, n_layers=2).requires_grad_(False)
+    hr = torch.rand(1, 3, 32, 32)
+    sr = hr.clone().requires_grad_(True)
+    with discriminator_features(net_d) as real:
+        net_d(hr)
+    with discriminator_features(net_d) as fake:
+        net_d(sr)
+    assert float(fm(fake, real).detach()) == 0.0  # the same image: nothing to match
+    with discriminator_features(net_d) as fake:
+        net_d(sr + 0.1 * torch.rand_like(sr))
+    loss = fm(fake, real)
+    loss.backward()
+    assert float(loss) > 0 and sr.grad.abs().sum() > 0

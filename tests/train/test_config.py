@@ -72,6 +72,8 @@ def test_every_problem_is_reported_with_its_path():
 def test_cross_field_checks():
     with pytest.raises(ConfigError, match="losses.gan: needs a discriminator section"):
         load_config(_minimal(losses={"gan": {}}))
+    with pytest.raises(ConfigError, match="losses.feature_matching: needs losses.gan"):
+        load_config(_minimal(losses={"feature_matching": {"weight": 1.0}}))
     with pytest.raises(ConfigError, match="hr_size: 30 is not a multiple of scale 4"):
         load_config(_minimal(data={"train": {"hr": "x", "hr_size": 30}}))
     with pytest.raises(ConfigError, match="name: required"):

@@ -257,6 +257,15 @@ def test_discriminator_start_pretrained_d_and_given_val_lr(workspace, tmp_path):
     assert any("val" in r for r in log)
 
 
+def test_feature_matching_loss_is_trained_and_logged(workspace, tmp_path):
+    cfg = CONFIGS / "esrgan_gan_x4.yml"
+    o = tiny_overrides("fm", workspace, cfg, iterations=2) + ["losses.feature_matching.weight=0.5"]
+    assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True) == 0
+    log = [json.loads(line) for line in (tmp_path / "fm" / "log.jsonl").read_text().splitlines() if '"val"' not in line]
+    assert [r["iter"] for r in log] == [1, 2]
+    assert all(np.isfinite(r["feature_matching"]) and r["feature_matching"] > 0 for r in log)
+
+
 def test_tensorboard_scalars_and_validation_images(workspace, tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

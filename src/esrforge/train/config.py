@@ -131,10 +131,16 @@ class GanLossCfg:
 
 
 @dataclass
+class FeatureMatchingCfg:
+    weight: float = bounded(1.0, lo=0, doc="L1 between the discriminator's hidden features on HR and SR (pix2pixHD)")
+
+
+@dataclass
 class Losses:
     pixel: PixelLossCfg | None = field(default_factory=PixelLossCfg)
     perceptual: PerceptualLossCfg | None = None
     gan: GanLossCfg | None = None
+    feature_matching: FeatureMatchingCfg | None = None
 
 
 @dataclass
@@ -218,6 +224,8 @@ class TrainConfig:
             out.append(("losses.gan", "needs a discriminator section"))
         if self.discriminator is not None and self.losses.gan is None:
             out.append(("discriminator", "needs losses.gan (the discriminator is only used by the GAN loss)"))
+        if self.losses.feature_matching is not None and self.losses.gan is None:
+            out.append(("losses.feature_matching", "needs losses.gan and a discriminator (it compares the discriminator's features)"))
         if all(getattr(self.losses, k) is None for k in ("pixel", "perceptual", "gan")):
             out.append(("losses", "at least one of pixel, perceptual, gan is needed"))
         return out
