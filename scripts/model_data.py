@@ -75,13 +75,17 @@ def _sklearn_dir() -> Path:
     return Path(sklearn.__file__).parent / "datasets" / "images"
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    from esrforge.images import read_image
-
-    img = read_image(path)
+def _rgb(img: np.ndarray) -> np.ndarray:
+    """Grayscale stored as 3 equal channels, alpha dropped: every training image is RGB."""
     if img.ndim == 2:
         img = np.repeat(img[:, :, None], 3, axis=2)
     return img[:, :, :3]
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    from esrforge.images import read_image
+
+    return _rgb(read_image(path))
 
 
 def _wheel(package: str, version: str, cache: Path) -> Path:
@@ -117,12 +121,8 @@ def _wheel_image(package: str, version: str, member: str, sha: str, cache: Path)
         sys.exit(f"{wheel.name}: {member} is not the file these models were trained on (sha256 differs)")
     if member.endswith(".npz"):
         with np.load(io.BytesIO(data)) as arrays:
-            img = arrays[arrays.files[0]].astype(np.uint8)
-    else:
-        img = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-    if img.ndim == 2:
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    return img
+            return _rgb(arrays[arrays.files[0]].astype(np.uint8))
+    return cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def cpu_name() -> str:

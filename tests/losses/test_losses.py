@@ -221,3 +221,12 @@ def test_feature_matching_loss_values_and_gradients():
     loss = fm(fake, real)
     loss.backward()
     assert float(loss) > 0 and sr.grad.abs().sum() > 0
+
+
+def test_disabled_feature_capture_installs_no_hooks():
+    from esrforge.losses.feature_matching import discriminator_features
+
+    net_d = build_discriminator("patchgan", num_feat=4, n_layers=2)
+    with discriminator_features(net_d, enabled=False) as feats:
+        net_d(torch.rand(1, 3, 32, 32))
+        assert feats == [] and not any(m._forward_hooks for m in net_d.modules())

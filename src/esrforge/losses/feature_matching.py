@@ -17,13 +17,17 @@ from torch import Tensor, nn
 
 
 @contextmanager
-def discriminator_features(net_d: nn.Module) -> Iterator[list[Tensor]]:
-    """Collect the hidden conv outputs of every forward pass of `net_d` inside the block, in order."""
+def discriminator_features(net_d: nn.Module, *, enabled: bool = True) -> Iterator[list[Tensor]]:
+    """Collect the hidden conv outputs of every forward pass of `net_d` inside the block, in order.
+
+    enabled=False installs no hooks and yields an empty list, so a training step without feature
+    matching neither pays for the hooks nor keeps the discriminator's activations alive.
+    """
     feats: list[Tensor] = []
     hooks = [
         m.register_forward_hook(lambda _m, _inp, out: feats.append(out))
         for m in net_d.modules()
-        if isinstance(m, nn.Conv2d) and m.out_channels > 1
+        if enabled and isinstance(m, nn.Conv2d) and m.out_channels > 1
     ]
     try:
         yield feats

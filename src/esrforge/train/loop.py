@@ -30,7 +30,7 @@ from esrforge.data.pipeline import load_pipeline
 from esrforge.data.resize import imresize
 from esrforge.data.sharpen import usm_sharpen
 from esrforge.infer.device import cpu_has_fast_bf16, resolve_device
-from esrforge.losses.feature_matching import discriminator_features
+from esrforge.losses.feature_matching import FeatureMatchingLoss, discriminator_features
 from esrforge.modelio import load_model, read_raw, unwrap
 from esrforge.modelio.detect import describe
 from esrforge.modelio.files import atomic_save
@@ -177,8 +177,6 @@ def setup(cfg: TrainConfig, run_dir: Path, log: Callable[[str], None] = print) -
         net_d = build_discriminator(cfg.discriminator.arch, **cfg.discriminator.hparams(cfg.generator.out_ch)).to(device)
         losses["gan"] = GANLoss(cfg.losses.gan.type, relativistic=cfg.losses.gan.relativistic, weight=cfg.losses.gan.weight)
         if cfg.losses.feature_matching is not None:
-            from esrforge.losses.feature_matching import FeatureMatchingLoss
-
             losses["feature_matching"] = FeatureMatchingLoss(cfg.losses.feature_matching.weight)
     if cfg.pretrain is not None:
         for what, net, path, is_g in (("generator", net_g, cfg.pretrain.generator, True), ("discriminator", net_d, cfg.pretrain.discriminator, False)):
@@ -343,14 +341,15 @@ def train_step(run: Run, micro_batches: list[dict[str, Any]]) -> dict[str, float
             if "perceptual" in run.losses:
                 parts["perceptual"] = run.losses["perceptual"](sr.float(), target)
             if use_d:
-                with discriminator_features(run.net_d) as real_feats:
+                fm = run.losses.get("feature_matching")
+                with discriminator_features(run.net_d, enabled=fm is not None) as real_feats:
                     real = run.net_d(hr)
                 real = [r.detach() for r in real] if isinstance(real, list) else real.detach()
-                with discriminator_features(run.net_d) as fake_feats:
+                with discriminator_features(run.net_d, enabled=fm is not None) as fake_feats:
                     fake = run.net_d(sr)
                 parts["gan_g"] = run.losses["gan"].generator_loss(real, fake)
-                if "feature_matching" in run.losses:
-                    parts["feature_matching"] = run.losses["feature_matching"](fake_feats, real_feats)
+                if fm is not None:
+                    parts["feature_matching"] = fm(fake_feats, real_feats)
         total = sum(parts.values())
         if not _all_ok(run, _finite(parts)):
             return None
