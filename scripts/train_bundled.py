@@ -4,8 +4,10 @@
     python scripts/train_bundled.py photo_x4_gan    # the GAN fine-tune (starts from photo_x4)
 
 Steps: prepare build/model-data (scripts/model_data.py); `esrforge train
-configs/models/NAME.yml --runs-dir runs` (resuming if the run was interrupted: --resume); then the
-EMA weights of the last iteration are written as fp16 safetensors to
+configs/models/NAME.yml --runs-dir runs` (resuming if the run was interrupted: --resume), after
+the model's earlier stages if it has any (photo_x4: photo_x4_base.yml, whose final weights the
+next stage fine-tunes; a finished stage is not trained again); then the EMA weights of the last
+iteration are written as fp16 safetensors to
 src/esrforge/weights/NAME.safetensors with the recipe in the file's metadata.
 """
 
@@ -55,6 +57,27 @@ def export(name: str, run_dir: Path, wall_s: float | None) -> Path:
     return out
 
 
+def train_stage(
+    config: Path, runs_dir: Path, pretrain: Path | None, *, last: bool, resume: bool, cli
+) -> tuple[int, Path, bool]:
+    """Train one config (fine-tuning `pretrain` if given). An earlier (not `last`) stage that
+    already finished in runs_dir is not trained again. Returns (exit code, its final weights, whether it trained)."""
+    from esrforge.train.config import load_config
+    from esrforge.train.loop import newest_state
+
+    cfg = load_config(config)
+    run_dir = runs_dir / cfg.name
+    out = run_dir / "models" / "net_g_latest.safetensors"
+    state = newest_state(run_dir)
+    if not last and state is not None and int(state.stem) >= cfg.train.iterations:
+        print(f"{cfg.name}: finished earlier in {run_dir}; not trained again")
+        return 0, out, False
+    cmd = ["train", str(config), "--runs-dir", str(runs_dir)] + (["--resume"] if resume and state else [])
+    if pretrain is not None:
+        cmd += ["--set", f"pretrain.generator={pretrain}"]
+    return cli(cmd), out, True
+
+
 def main() -> int:
     from esrforge.modelio import BUNDLED
 
@@ -70,7 +93,7 @@ def main() -> int:
     from esrforge.cli import main as cli
     from esrforge.modelio.bundled import find_bundled
 
-    config = ROOT / find_bundled(args.name).config
+    model = find_bundled(args.name)
     run_dir = args.runs_dir / args.name
     wall = None
     if not args.export_only:
@@ -78,12 +101,16 @@ def main() -> int:
 
         model_data.prepare(ROOT / "build" / "model-data")  # seconds; wheels are cached
         t0 = time.perf_counter()
-        cmd = ["train", str(config), "--runs-dir", str(args.runs_dir)] + (["--resume"] if args.resume else [])
-        rc = cli(cmd)
-        if rc != 0:
-            return rc
-        wall = time.perf_counter() - t0
-        print(f"training took {wall / 60:.1f} min")
+        pretrain, all_ran = None, True
+        for config in (*model.stages, model.config):
+            rc, pretrain, ran = train_stage(
+                ROOT / config, args.runs_dir, pretrain, last=config == model.config, resume=args.resume, cli=cli)
+            if rc != 0:
+                return rc
+            all_ran &= ran
+        if all_ran:  # a wall time only for a build this script ran from start to end
+            wall = time.perf_counter() - t0
+            print(f"training took {wall / 60:.1f} min")
     export(args.name, run_dir, wall)
     return 0
 

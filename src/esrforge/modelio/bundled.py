@@ -19,7 +19,10 @@ class BundledModel:
     name: str
     file: str  # under esrforge/weights/
     summary: str
-    config: str  # the committed training config that reproduces it
+    config: str  # the committed training config that reproduces it (its last stage)
+    # Earlier stages, trained first in this order; each next config fine-tunes the previous
+    # stage's final weights (scripts/train_bundled.py sets its pretrain.generator).
+    stages: tuple[str, ...] = ()
 
 
 BUNDLED: tuple[BundledModel, ...] = (
@@ -28,6 +31,7 @@ BUNDLED: tuple[BundledModel, ...] = (
         "photo_x4.safetensors",
         "x4 photos, PSNR-oriented (faithful, no invented detail); the default",
         "configs/models/photo_x4.yml",
+        stages=("configs/models/photo_x4_base.yml",),
     ),
     BundledModel(
         "photo_x4_gan",
