@@ -27,7 +27,7 @@ bench: venv
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	$(PY) benchmarks/bench_upscale.py
 
-# Rebuild the bundled models from configs/models/ (CPU: about an hour; see docs/models.md), then
+# Rebuild the bundled models from configs/models/ (2-core CPU: about two hours; docs/models.md), then
 # their quality benchmark and pictures.
 models: venv
 	$(PY) -m pip install --quiet -e '.[test,models]'
