@@ -8,6 +8,9 @@ flower; none is used in training. Each HR photo is cropped to a multiple of 4 an
 with MATLAB's antialiased bicubic imresize (the usual SR benchmark LR). Metrics follow papers: PSNR
 and SSIM on the BT.601 Y channel with a 4-pixel border cropped; RGB PSNR too. Bicubic and Lanczos
 are each given in two common implementations, and the goals are checked against the better one.
+
+A second table checks robustness: the same LR photos saved as JPEG (quality 90 and 75) or with
+Gaussian noise (sigma 3 of 255, fixed seed) before upscaling, scored against the clean HR.
 """
 
 from __future__ import annotations
@@ -49,6 +52,25 @@ def baselines(lr: np.ndarray, size: tuple[int, int]) -> dict[str, np.ndarray]:
     }
 
 
+def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def _noise(img: np.ndarray, sigma: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(img + rng.normal(0.0, sigma, img.shape), 0, 255).round().astype(np.uint8)
+
+
+# LR degradations for the robustness table: name -> f(lr, photo index) -> degraded lr.
+DEGRADED = {
+    "JPEG q90": lambda lr, i: _jpeg(lr, 90),
+    "JPEG q75": lambda lr, i: _jpeg(lr, 75),
+    "noise sigma 3": lambda lr, i: _noise(lr, 3.0, seed=i),
+}
+
+
 def detail(img: np.ndarray) -> float:
     """Fine-detail energy: mean |Laplacian| of the luma (border 4 cropped)."""
     y = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
@@ -81,7 +103,8 @@ def main() -> int:
     results: dict[str, dict[str, dict[str, float]]] = {}
     seconds: dict[str, float] = {m: 0.0 for m in ups}
     sizes = []
-    for path in photos:
+    robust: dict[str, dict[str, list[float]]] = {}  # condition -> method -> Y-PSNR per photo
+    for i, path in enumerate(photos):
         hr, lr = read_image(path), read_image(held / "lr" / path.name)
         sizes.append(f"{path.stem} {hr.shape[1]}x{hr.shape[0]}")
         outs = baselines(lr, hr.shape[:2])
@@ -91,6 +114,13 @@ def main() -> int:
             seconds[name] += time.perf_counter() - t0
         for method, sr in outs.items():
             results.setdefault(method, {})[path.stem] = score(sr, hr)
+        for cond, degrade in DEGRADED.items():
+            bad = degrade(lr, i)
+            h, w = hr.shape[:2]
+            row = robust.setdefault(cond, {})
+            row.setdefault("bicubic (OpenCV)", []).append(psnr(cv2.resize(bad, (w, h), interpolation=cv2.INTER_CUBIC), hr, crop_border=4, y_channel=True))
+            for name, up in ups.items():
+                row.setdefault(name, []).append(psnr(up.upscale(bad), hr, crop_border=4, y_channel=True))
 
     names = [p.stem for p in photos]
     keys = ("psnr_y", "ssim_y", "psnr_rgb", "detail")
@@ -104,6 +134,14 @@ def main() -> int:
     for m, r in results.items():
         cells = " | ".join(f"{r[n]['psnr_y']:.2f} / {r[n]['ssim_y']:.4f}" for n in names)
         print(f"| {m} | {cells} | {mean[m]['psnr_y']:.2f} | {mean[m]['ssim_y']:.4f} | {mean[m]['psnr_rgb']:.2f} | {mean[m]['detail']:.2f} |")
+    print()
+    cols = list(next(iter(robust.values())))
+    print("Robustness: mean Y-PSNR on degraded LR input")
+    print()
+    print("| LR input | " + " | ".join(cols) + " |")
+    print("|---|" + "---|" * len(cols))
+    for cond, row in robust.items():
+        print(f"| {cond} | " + " | ".join(f"{np.mean(row[c]):.2f}" for c in cols) + " |")
     print()
     for name, s in seconds.items():
         print(f"{name}: {s:.2f} s for the {len(photos)} photos on the CPU")
@@ -119,7 +157,8 @@ def main() -> int:
         print(f"goal: {DEFAULT_MODEL} vs best {kind} ({best}): {gain:+.2f} dB Y-PSNR (need +{need}), "
               f"SSIM {d['ssim_y']:.4f} vs {best_ssim:.4f}: {'met' if passed else 'NOT met'}")
     if args.json:
-        args.json.write_text(json.dumps({"photos": names, "per_photo": results, "mean": mean, "seconds": seconds}, indent=2))
+        args.json.write_text(json.dumps({"photos": names, "per_photo": results, "mean": mean, "seconds": seconds,
+                                          "robustness_mean_psnr_y": {c: {m: float(np.mean(v)) for m, v in row.items()} for c, row in robust.items()}}, indent=2))
     return 0 if ok else 1
 
 
