@@ -28,6 +28,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from esrforge.data.codecs import jpeg_compress  # noqa: E402
+from esrforge.data.noise import gaussian_noise  # noqa: E402
 from esrforge.data.resize import imresize, resize_to  # noqa: E402
 from esrforge.images import read_image  # noqa: E402
 from esrforge.infer import Upscaler  # noqa: E402
@@ -37,37 +39,36 @@ from esrforge.modelio import BUNDLED, DEFAULT_MODEL, load_model  # noqa: E402
 GOALS = {"bicubic": 1.0, "lanczos": 0.6}  # dB of Y-PSNR the default model must gain over each
 
 
-def _torch_resize(lr: np.ndarray, fn) -> np.ndarray:
-    x = torch.from_numpy(lr).permute(2, 0, 1)[None].double() / 255.0
+Y_PSNR = {"crop_border": 4, "y_channel": True}  # the papers' convention, for PSNR and SSIM
+
+
+def _through_torch(img: np.ndarray, fn) -> np.ndarray:
+    """Apply a function on (1, C, H, W) tensors in [0, 1] to an 8-bit HWC image."""
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].double() / 255.0
     return (fn(x)[0].permute(1, 2, 0).clamp(0, 1) * 255.0).round().byte().numpy()
+
+
+def opencv_bicubic(lr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return cv2.resize(lr, size[::-1], interpolation=cv2.INTER_CUBIC)
 
 
 def baselines(lr: np.ndarray, size: tuple[int, int]) -> dict[str, np.ndarray]:
     h, w = size
     return {
-        "bicubic (MATLAB imresize)": _torch_resize(lr, lambda x: imresize(x, 4)),
-        "bicubic (OpenCV)": cv2.resize(lr, (w, h), interpolation=cv2.INTER_CUBIC),
-        "Lanczos-3 (esrforge)": _torch_resize(lr, lambda x: resize_to(x, (h, w), "lanczos")),
+        "bicubic (MATLAB imresize)": _through_torch(lr, lambda x: imresize(x, 4)),
+        "bicubic (OpenCV)": opencv_bicubic(lr, size),
+        "Lanczos-3 (esrforge)": _through_torch(lr, lambda x: resize_to(x, (h, w), "lanczos")),
         "Lanczos-4 (OpenCV)": cv2.resize(lr, (w, h), interpolation=cv2.INTER_LANCZOS4),
     }
 
 
-def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    assert ok
-    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-
-
-def _noise(img: np.ndarray, sigma: float, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return np.clip(img + rng.normal(0.0, sigma, img.shape), 0, 255).round().astype(np.uint8)
-
-
-# LR degradations for the robustness table: name -> f(lr, photo index) -> degraded lr.
+# LR degradations for the robustness table, with the training pipeline's own steps:
+# name -> f(lr, photo index) -> degraded lr.
 DEGRADED = {
-    "JPEG q90": lambda lr, i: _jpeg(lr, 90),
-    "JPEG q75": lambda lr, i: _jpeg(lr, 75),
-    "noise sigma 3": lambda lr, i: _noise(lr, 3.0, seed=i),
+    "JPEG q90": lambda lr, i: _through_torch(lr, lambda x: jpeg_compress(x, 90)),
+    "JPEG q75": lambda lr, i: _through_torch(lr, lambda x: jpeg_compress(x, 75)),
+    "noise sigma 3": lambda lr, i: _through_torch(
+        lr, lambda x: gaussian_noise(x, 3.0, False, torch.Generator().manual_seed(i))),
 }
 
 
@@ -79,8 +80,8 @@ def detail(img: np.ndarray) -> float:
 
 def score(sr: np.ndarray, hr: np.ndarray) -> dict[str, float]:
     return {
-        "psnr_y": psnr(sr, hr, crop_border=4, y_channel=True),
-        "ssim_y": ssim(sr, hr, crop_border=4, y_channel=True),
+        "psnr_y": psnr(sr, hr, **Y_PSNR),
+        "ssim_y": ssim(sr, hr, **Y_PSNR),
         "psnr_rgb": psnr(sr, hr, crop_border=4),
         # 1.0 = as much fine detail as the original; bicubic is far below, GAN outputs get closer.
         "detail": detail(sr) / detail(hr),
@@ -116,11 +117,10 @@ def main() -> int:
             results.setdefault(method, {})[path.stem] = score(sr, hr)
         for cond, degrade in DEGRADED.items():
             bad = degrade(lr, i)
-            h, w = hr.shape[:2]
             row = robust.setdefault(cond, {})
-            row.setdefault("bicubic (OpenCV)", []).append(psnr(cv2.resize(bad, (w, h), interpolation=cv2.INTER_CUBIC), hr, crop_border=4, y_channel=True))
+            row.setdefault("bicubic (OpenCV)", []).append(psnr(opencv_bicubic(bad, hr.shape[:2]), hr, **Y_PSNR))
             for name, up in ups.items():
-                row.setdefault(name, []).append(psnr(up.upscale(bad), hr, crop_border=4, y_channel=True))
+                row.setdefault(name, []).append(psnr(up.upscale(bad), hr, **Y_PSNR))
 
     names = [p.stem for p in photos]
     keys = ("psnr_y", "ssim_y", "psnr_rgb", "detail")
