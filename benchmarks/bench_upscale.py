@@ -21,7 +21,7 @@ from torch import nn
 from esrforge.archs import RRDBNet, SRVGGNetCompact
 from esrforge.images import read_image
 from esrforge.infer import Upscaler
-from esrforge.infer.device import resolve_device
+from esrforge.infer.device import cpu_has_fast_bf16, resolve_device
 from esrforge.modelio import from_state_dict
 
 
@@ -137,8 +137,11 @@ def main() -> None:
     print(f"image: {what}, output {mp_out:.2f} MP")
     ceil32 = matmul_ceiling(torch.float32, device)
     half, hname = (torch.float16, "fp16") if device.type == "cuda" else (torch.bfloat16, "bf16")
-    ceil16 = matmul_ceiling(half, device)
-    print(f"matmul ceiling: fp32 {ceil32:.0f} GFLOP/s, {hname} {ceil16:.0f} GFLOP/s\n")
+    with_half = device.type != "cpu" or cpu_has_fast_bf16()
+    ceil16 = matmul_ceiling(half, device) if with_half else math.nan
+    print(f"matmul ceiling: fp32 {ceil32:.0f} GFLOP/s" + (f", {hname} {ceil16:.0f} GFLOP/s\n" if with_half else "\n"))
+    if not with_half:  # oneDNN's generic bf16 kernels are many times slower than fp32 there
+        print("(no bf16 rows: this CPU has no bf16 units, and --precision auto runs fp32 on it)\n")
 
     models = {
         "RRDBNet x4 (nf64 nb23 gc32)": RRDBNet(num_feat=64, num_block=23, num_grow_ch=32, scale=4),
@@ -157,8 +160,7 @@ def main() -> None:
         for label, prec, tile in (
             ("esrforge fp32, whole image", "fp32", 0),
             ("esrforge fp32, default tile", "fp32", "auto"),
-            (f"esrforge {hname}, whole image", hname, 0),
-            (f"esrforge {hname}, default tile", hname, "auto"),
+            *(((f"esrforge {hname}, whole image", hname, 0), (f"esrforge {hname}, default tile", hname, "auto")) if with_half else ()),
         ):
             up = Upscaler(lm, device=device, precision=prec, tile=tile)
             t, out = timed(lambda: up.upscale(img), args.repeats)

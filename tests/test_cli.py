@@ -292,6 +292,30 @@ def test_outscale_must_be_positive(tmp_path: Path, rrdb_file: Path, capsys) -> N
     assert not (tmp_path / "o.png").exists()
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_half_precision_without_cpu_units_warns_in_one_line(tmp_path: Path, near4: Path, monkeypatch, capsys, precision) -> None:
+    """On a CPU without bf16/fp16 units oneDNN crawls (10x slower than fp32): say so, still upscale."""
+    import esrforge.infer.device as device
+
+    src = image(tmp_path / "a.png")
+    for fast in (False, True):
+        monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: fast)
+        monkeypatch.setattr(device, "cpu_has_fast_fp16", lambda: fast)
+        for choice in (precision, "auto"):
+            out = tmp_path / f"{fast}_{choice}.png"
+            assert cli("upscale", src, "-o", out, "-m", near4, "--device", "cpu", "--precision", choice, "-q") == 0
+            assert read_image(out).shape == (H * 4, W * 4, 3)
+            err = capsys.readouterr().err
+            if fast or choice == "auto":
+                assert err == ""
+            else:
+                assert err.splitlines() == [
+                    f"esrforge upscale: warning: precision {precision}: this CPU has no {precision} units "
+                    f"({'AVX512-BF16 or AMX' if precision == 'bf16' else 'AVX512-FP16 or AMX-FP16'}), "
+                    f"so {precision} runs many times slower than fp32 here; use auto or fp32"
+                ]
+
+
 def test_chain_of_two_x2_models_gives_x4(tmp_path: Path) -> None:
     src = image(tmp_path / "a.png")
     r2 = save(tiny_rrdb(2), tmp_path / "rrdb_x2.pth")  # x2 RRDB uses pixel unshuffle

@@ -7,6 +7,7 @@ import glob
 import json
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -434,8 +435,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "upscale": upscale, "degrade": degrade, "train": train, "plot": plot, "metrics": metrics,
         "models": models, "info": info, "convert": convert, "interpolate": interpolate,
     }[command]
+    def one_line_warning(message: Warning | str, *_: object, **__: object) -> None:
+        print(f"esrforge {command}: warning: {message}", file=sys.stderr)
+
     try:
-        return func(**args)
+        with warnings.catch_warnings():
+            warnings.showwarning = one_line_warning  # not Python's "file:line: UserWarning" + source line
+            return func(**args)
     except (CommandError, ModelFileError, ImageError, ValueError, TrainingError) as e:
         print(f"esrforge {command}: error: {e}", file=sys.stderr)
         return 1

@@ -43,6 +43,33 @@ def cpu_has_fast_bf16() -> bool:
         return False
 
 
+@functools.cache
+def cpu_has_fast_fp16() -> bool:
+    """True where oneDNN has native fp16 kernels (AVX512-FP16 or AMX-FP16)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def slow_precision_note(dtype: torch.dtype | None, device: torch.device) -> str | None:
+    """Why an explicitly chosen half precision will crawl on this device, or None.
+
+    Without the CPU units oneDNN falls back to a generic convolution: a 3x3 conv ran 10x slower
+    in bf16 or fp16 than in fp32 on an AVX2 CPU. `auto` never picks such a precision.
+    """
+    if device.type != "cpu" or dtype not in (torch.bfloat16, torch.float16):
+        return None
+    if dtype == torch.bfloat16 and not cpu_has_fast_bf16():
+        units = "bf16 units (AVX512-BF16 or AMX)"
+    elif dtype == torch.float16 and not cpu_has_fast_fp16():
+        units = "fp16 units (AVX512-FP16 or AMX-FP16)"
+    else:
+        return None
+    name = "bf16" if dtype == torch.bfloat16 else "fp16"
+    return f"precision {name}: this CPU has no {units}, so {name} runs many times slower than fp32 here; use auto or fp32"
+
+
 def resolve_precision(name: str, device: torch.device, *, high_bit_depth: bool = False) -> torch.dtype:
     """`auto`: fp16 on CUDA/MPS, bf16 on CPUs with bf16 units, else fp32.
 

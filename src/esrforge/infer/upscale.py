@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import cv2
 import numpy as np
 import torch
 
-from esrforge.infer.device import auto_tile, resolve_device, resolve_precision
+from esrforge.infer.device import auto_tile, resolve_device, resolve_precision, slow_precision_note
 from esrforge.infer.tiling import DEFAULT_MARGIN, Progress, Region, TileRunner, upscale_tiled, working_set_per_px
 from esrforge.modelio.detect import LoadedModel
 
@@ -77,7 +78,9 @@ class Upscaler:
             raise ValueError("no model given")
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.precision = precision
-        resolve_precision(precision, self.device)  # refuse a bad name now, not at the first image
+        note = slow_precision_note(resolve_precision(precision, self.device), self.device)  # refuses a bad name now
+        if note:
+            warnings.warn(note, stacklevel=2)
         if tile != "auto" and (not isinstance(tile, int) or tile < 0):
             raise ValueError(f"tile must be 'auto', 0 or a positive size, got {tile!r}")
         self.tile, self.margin = tile, margin
