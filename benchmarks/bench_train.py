@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from esrforge.images import write_image
+from esrforge.infer.device import cpu_has_fast_bf16
 from esrforge.losses.perceptual import vgg19_layers
 from esrforge.train.config import load_config
 from esrforge.train.loop import setup, train_step
@@ -78,10 +79,15 @@ def main() -> None:
               f"{'CUDA ' + torch.cuda.get_device_name() if cuda else 'CPU only'}")
         print(f"step: RRDBNet nf{args.num_feat} nb{args.num_block} x4 + VGG-style D + VGG19 conv5_4, batch {args.batch}, "
               f"HR {args.hr_size}px\n")
-        print("| path | it/s | x fp32/NCHW |\n|---|---|---|")
-        paths = [("fp32, NCHW", "fp32", False), ("bf16 autocast, channels_last", "bf16", True)]
+        paths = [("fp32, NCHW", "fp32", False)]
+        if cuda or cpu_has_fast_bf16():
+            paths.append(("bf16 autocast, channels_last", "bf16", True))
+        else:  # oneDNN's generic bf16 kernels are many times slower than fp32: nothing to learn
+            print("(no bf16 row: this CPU has no bf16 units; channels_last in fp32 instead)\n")
+            paths.append(("fp32, channels_last", "fp32", True))
         if cuda:
             paths.append(("fp16 autocast + grad scaler, channels_last", "fp16", True))
+        print("| path | it/s | x fp32/NCHW |\n|---|---|---|")
         ref = None
         for label, prec, cl in paths:
             cfg = dict(base, precision=prec, train={"channels_last": cl, "ema": 0.999})

@@ -193,7 +193,9 @@ class TrainLoop:
     accumulate: int = bounded(1, lo=1, doc="gradient accumulation steps per iteration")
     d_start: int = bounded(0, lo=0, doc="iteration at which the discriminator starts")
     max_bad_steps: int = bounded(5, lo=1, doc="consecutive NaN/inf losses before the run stops")
-    channels_last: bool = True
+    channels_last: bool | Literal["auto"] = bounded(
+        "auto", doc="auto: on with half-precision autocast or CUDA; off for fp32 on CPU, where its backward is slower"
+    )
     sharpen_hr: float = bounded(0.0, lo=0, doc="USM amount on HR targets (Real-ESRGAN: 0.5); 0 = off")
     tensorboard: bool = bounded(False, doc="also log to RUN_DIR/tensorboard (needs esrforge[tensorboard])")
 

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from esrforge.data.datasets import SRDataset, scan_images, seed_for
 from esrforge.data.pipeline import load_pipeline
 from esrforge.data.resize import imresize
 from esrforge.data.sharpen import usm_sharpen
-from esrforge.infer.device import cpu_has_fast_bf16, resolve_device
+from esrforge.infer.device import cpu_has_fast_bf16, resolve_device, slow_precision_note
 from esrforge.losses.feature_matching import FeatureMatchingLoss, discriminator_features
 from esrforge.modelio import load_model, read_raw, unwrap
 from esrforge.modelio.detect import describe
@@ -70,6 +71,7 @@ class Run:
     rank: int = 0
     world: int = 1
     g_train: nn.Module | None = None  # net_g, or its DistributedDataParallel wrapper
+    channels_last: bool = False
 
     @property
     def main(self) -> bool:
@@ -115,6 +117,23 @@ def resolve_amp(precision: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
+def precision_name(amp: torch.dtype | None) -> str:
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
+
+
+def resolve_channels_last(setting: bool | str, device: torch.device, amp: torch.dtype | None) -> bool:
+    """`auto`: channels_last with half-precision autocast (CPU bf16 units, CUDA) and on CUDA.
+
+    In fp32 on CPU it is off: a generator's forward + backward took 1.5x as long in channels_last
+    as in NCHW on an AVX2 CPU (the oneDNN backward kernels), although inference gains from it.
+    """
+    if device.type not in ("cpu", "cuda"):
+        return False
+    if setting == "auto":
+        return device.type == "cuda" or amp is not None
+    return bool(setting)
+
+
 def _optimizer(params: Any, cfg: Any) -> torch.optim.Optimizer:
     cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.type]
     return cls(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
@@ -154,6 +173,9 @@ def setup(cfg: TrainConfig, run_dir: Path, log: Callable[[str], None] = print) -
     rank, world, dist_device = init_distributed(cfg.device)
     device = dist_device or resolve_device(cfg.device)
     amp = resolve_amp(cfg.precision, device)
+    note = slow_precision_note(amp, device)
+    if note:
+        warnings.warn(note, stacklevel=2)
     torch.manual_seed(cfg.seed)
     hp = cfg.generator.hparams(cfg.scale)
     net_g = build(cfg.generator.arch, **hp).to(device)
@@ -186,7 +208,8 @@ def setup(cfg: TrainConfig, run_dir: Path, log: Callable[[str], None] = print) -
                 raise TrainingError(f"pretrain.{what}: the config has no {what} to load it into")
             skipped = load_pretrained(net, path, strict=cfg.pretrain.strict, what=what, generator=is_g)
             log(f"pretrain {what}: loaded {path}" + (f"; not loaded: {', '.join(skipped)}" if skipped else ""))
-    if cfg.train.channels_last and device.type in ("cpu", "cuda"):
+    channels_last = resolve_channels_last(cfg.train.channels_last, device, amp)
+    if channels_last:
         net_g = net_g.to(memory_format=torch.channels_last)
         net_d = net_d.to(memory_format=torch.channels_last) if net_d is not None else None
     net_ema = copy.deepcopy(net_g).eval().requires_grad_(False) if cfg.train.ema is not None else None
@@ -199,7 +222,10 @@ def setup(cfg: TrainConfig, run_dir: Path, log: Callable[[str], None] = print) -
             f"data.train: {len(dataset.samples)} usable image(s) x repeat {dataset.repeat} = {len(dataset)} samples"
             f" per epoch, fewer than batch_size {cfg.data.train.batch_size}; raise data.train.repeat or add images"
         )
-    run = Run(cfg, run_dir, device, amp, net_g, net_ema, net_d, opt_g, opt_d, scaler, losses, dataset, rank=rank, world=world)
+    run = Run(
+        cfg, run_dir, device, amp, net_g, net_ema, net_d, opt_g, opt_d, scaler, losses, dataset,
+        rank=rank, world=world, channels_last=channels_last,
+    )
     run.g_train = net_g
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -327,7 +353,7 @@ def train_step(run: Run, micro_batches: list[dict[str, Any]]) -> dict[str, float
     for mb in micro_batches:
         lr = mb["lr"].to(dev, non_blocking=True)
         hr = mb["hr"].to(dev, non_blocking=True)
-        if cfg.train.channels_last and dev.type in ("cpu", "cuda"):
+        if run.channels_last:
             lr = lr.contiguous(memory_format=torch.channels_last)
         # Real-ESRGAN sharpens the targets of the pixel and perceptual losses, not the GAN's.
         target = usm_sharpen(hr, cfg.train.sharpen_hr) if cfg.train.sharpen_hr > 0 else hr
@@ -432,7 +458,7 @@ def validate(run: Run) -> dict[str, float]:
     assert v is not None
     net = copy.deepcopy(run.net_ema if run.net_ema is not None else run.net_g).eval()
     desc = describe(cfg.generator.arch, "basicsr", run.net_g.hparams(), net, "validation")
-    precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[run.amp]
+    precision = precision_name(run.amp)
     up = Upscaler(LoadedModel(net, desc), device=run.device, precision=precision)
     border = cfg.scale if v.crop_border is None else v.crop_border
     ch = cfg.generator.in_ch
@@ -579,6 +605,9 @@ def fit(run: Run, *, quiet: bool = False, on_iteration: Callable[[Run], None] | 
         run.stop_requested = True
 
     old = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    if main and not quiet:  # what `auto` resolved to, before the progress bar
+        print(f"{cfg.name}: {run.device} x {run.world} process(es), precision {precision_name(run.amp)}, "
+              f"channels_last {'on' if run.channels_last else 'off'}, {len(run.dataset.samples)} training image(s)", file=sys.stderr)
     bar = tqdm(total=t.iterations, initial=run.iteration, disable=quiet or not main, dynamic_ncols=True, unit="it")
     data = batches(run)
     images_per_it = cfg.data.train.batch_size * t.accumulate * run.world
