@@ -8,7 +8,7 @@ from torch import nn
 
 from esrforge.infer import Upscaler, upscale_image
 from esrforge.infer.device import resolve_precision
-from esrforge.infer.tiling import Region, TileRunner, upscale_tiled
+from esrforge.infer.tiling import Region, TileRunner, _ieee_fp32_convs, upscale_tiled
 from esrforge.infer.upscale import bleed_color
 from esrforge.modelio import LoadedModel, from_state_dict
 from esrforge.modelio.detect import describe
@@ -95,6 +95,17 @@ def test_half_precision_overflow_is_redone_in_fp32_not_written_black():
     out = up.upscale(img)
     assert np.array_equal(out, img.repeat(2, 0).repeat(2, 1))
     assert up.fp32_rescues >= 1
+
+
+def test_fp32_on_cuda_turns_tf32_convs_off_and_restores_the_setting():
+    """cuDNN's default TF32 keeps 10 mantissa bits; 16-bit images go through real fp32."""
+    before = torch.backends.cudnn.allow_tf32
+    with _ieee_fp32_convs():
+        assert torch.backends.cudnn.allow_tf32 is False
+    assert torch.backends.cudnn.allow_tf32 == before
+    with pytest.raises(RuntimeError), _ieee_fp32_convs():
+        raise RuntimeError("a failing tile")
+    assert torch.backends.cudnn.allow_tf32 == before
 
 
 def test_bf16_close_to_fp32():

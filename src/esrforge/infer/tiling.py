@@ -13,7 +13,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -62,6 +62,18 @@ def is_oom(e: BaseException) -> bool:
     return isinstance(e, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
 
 
+@contextlib.contextmanager
+def _ieee_fp32_convs() -> Iterator[None]:
+    """fp32 means fp32: cuDNN runs fp32 convs as TF32 (10-bit mantissa) by default on Ampere and
+    newer, which would cost 16-bit images the precision `auto` picks fp32 to keep."""
+    old = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = old
+
+
 class TileRunner:
     """Runs one padded patch through the model on a device, in a precision, with fp32 rescue.
 
@@ -82,11 +94,12 @@ class TileRunner:
         self.fp32_rescues = 0
 
     def _forward(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        ctx = (
-            torch.autocast(self.device.type, dtype=dtype)
-            if dtype != torch.float32
-            else contextlib.nullcontext()
-        )
+        if dtype != torch.float32:
+            ctx = torch.autocast(self.device.type, dtype=dtype)
+        elif self.device.type == "cuda":
+            ctx = _ieee_fp32_convs()
+        else:
+            ctx = contextlib.nullcontext()
         with ctx:
             return self.module(x).float()
 
