@@ -131,6 +131,35 @@ def test_glob_input(tmp_path: Path, near4: Path) -> None:
     assert read_image(out / "b.png").shape == (H * 4, W * 4, 3)
 
 
+def test_recursive_glob_mirrors_the_tree_below_its_fixed_part(tmp_path: Path, near4: Path) -> None:
+    src = tmp_path / "in"
+    for name in ("a/x.png", "b/x.png", "b/deep/y.png", "top.png"):
+        image(src / name)
+    out = tmp_path / "out"
+    assert upscale(str(src / "**" / "*.png"), "-o", out, "-m", near4) == 0
+    assert files_under(out) == ["a/x.png", "b/deep/y.png", "b/x.png", "top.png"]
+
+
+def test_two_inputs_onto_one_output_are_refused_before_anything_runs(tmp_path: Path, near4: Path, capsys) -> None:
+    a, b = image(tmp_path / "one" / "x.png"), image(tmp_path / "two" / "x.png")
+    out = tmp_path / "out"
+    assert upscale(tmp_path / "one", tmp_path / "two", "-o", out, "-m", near4) == 1
+    assert f"{out / 'x.png'} would be written from both {a} and {b}" in capsys.readouterr().err
+    assert not out.exists()
+    # png and jpg of one name, both written as png
+    image(tmp_path / "mix" / "p.png"), image(tmp_path / "mix" / "p.jpg")
+    assert upscale(tmp_path / "mix", "-o", out, "-m", near4, "--format", "png") == 1
+    assert "would be written from both" in capsys.readouterr().err and not out.exists()
+
+
+def test_an_image_named_twice_is_upscaled_once(tmp_path: Path, near4: Path, capsys) -> None:
+    src = image(tmp_path / "in" / "a.png")
+    out = tmp_path / "out"
+    assert cli("upscale", tmp_path / "in", src, "-o", out, "-m", near4, "--precision", "fp32") == 0
+    assert "upscaled 1, skipped 0" in capsys.readouterr().err
+    assert files_under(out) == ["a.png"]
+
+
 def test_missing_input_is_an_error(tmp_path: Path, near4: Path, capsys) -> None:
     missing = tmp_path / "nope.png"
     assert upscale(missing, "-o", tmp_path / "out", "-m", near4) == 1

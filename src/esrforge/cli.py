@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import itertools
 import json
 import os
 import sys
@@ -131,8 +132,10 @@ def collect_inputs(inputs: Sequence[str]) -> list[tuple[Path, Path]]:
         elif p.is_file():
             found.append((p, Path(p.name)))
         elif glob.has_magic(item):
+            # Mirror the tree below the pattern's fixed part: photos/**/*.png -> a/x.png, b/x.png.
+            root = Path(*[part for part in itertools.takewhile(lambda q: not glob.has_magic(q), p.parts)] or ["."])
             matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
-            found += [(m, Path(m.name)) for m in matches if m.is_file() and m.suffix.lower() in suffixes]
+            found += [(m, m.relative_to(root)) for m in matches if m.is_file() and m.suffix.lower() in suffixes]
         else:
             raise CommandError(f"{item}: no such file or folder")
     return found
@@ -155,9 +158,17 @@ def plan_outputs(
     if output.suffix.lower() in _image_suffixes() and not output.is_dir():
         raise CommandError(f"-o {output} names an image file, but the inputs hold {len(found)} images; give a folder")
     jobs: list[Job] = []
+    claimed: dict[Path, Path] = {}
     for src, rel in found:
         ext = rel.suffix if fmt == "same" else FORMATS[fmt]
-        jobs.append(Job(src, output / rel.with_name(rel.stem + suffix + ext)))
+        dst = output / rel.with_name(rel.stem + suffix + ext)
+        first = claimed.setdefault(dst, src)
+        if first is not src:
+            if first.resolve() == src.resolve():
+                continue  # the same image named twice (a folder and a file in it): once is enough
+            # Refused up front: one of the two would be skipped or overwritten without a word.
+            raise CommandError(f"{dst} would be written from both {first} and {src}; upscale them in separate runs or folders")
+        jobs.append(Job(src, dst))
     return jobs
 
 
