@@ -3,7 +3,7 @@
 # tool's `run`, from the repository root). That machine's python3 already holds torch, numpy,
 # opencv-python-headless, safetensors, tqdm, pyyaml, pytest and scikit-image, so nothing is
 # installed: the package runs from src/. Everything printed is also saved under $OUT (or
-# ./cuda-check/ where OUT is unset). About 3-6 minutes on an H200, most of it the two benchmarks.
+# ./cuda-check/ where OUT is unset). About 3-7 minutes on an H200, most of it the benchmarks.
 #
 #   run(command="bash scripts/cuda_check.sh", timeout_s=540)
 set -uo pipefail
@@ -28,5 +28,8 @@ timeout 180 $py benchmarks/bench_upscale.py --device cuda --size 512 --repeats 3
 
 # 3. The ESRGAN GAN-stage step: fp32 NCHW, bf16 and fp16 (grad scaler), channels_last.
 timeout 120 $py benchmarks/bench_train.py --batch 16 --hr-size 128 --steps 10 2>&1 | tee "$out/bench_train.txt"
+
+# 4. A folder: reading and PNG writing overlapped with the model (esrforge's loop) vs serial.
+timeout 90 $py benchmarks/bench_folder.py --device cuda --images 16 --size 512 --rounds 2 2>&1 | tee "$out/bench_folder.txt"
 
 exit "$status"

@@ -241,6 +241,78 @@ def test_corrupt_image_is_reported_and_others_still_written(tmp_path: Path, near
     assert str(bad) in captured.out + captured.err
 
 
+def test_a_failed_write_names_the_output_and_the_rest_are_written(tmp_path: Path, near4: Path, capsys) -> None:
+    src = tmp_path / "in"
+    for name in ("a.png", "sub/b.png", "c.png"):
+        image(src / name)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sub").write_bytes(b"a file where the output folder should be")
+    assert upscale(src, "-o", out, "-m", near4) == 1
+    assert files_under(out) == ["a.png", "c.png", "sub"]
+    assert read_image(out / "c.png").shape == (H * 4, W * 4, 3)
+    err = capsys.readouterr().err
+    assert f"error: {out / 'sub' / 'b.png'}" in err
+
+
+def _record_upscales_and_writes(monkeypatch) -> list[str]:
+    import esrforge.images
+    from esrforge.infer import Upscaler
+
+    events: list[str] = []
+    real_up, real_write = Upscaler.upscale, esrforge.images.write_image
+
+    def up(self, img, progress=None):
+        events.append("upscale")
+        return real_up(self, img, progress)
+
+    def write(path, img, **kw):
+        real_write(path, img, **kw)
+        events.append("written")
+
+    monkeypatch.setattr(Upscaler, "upscale", up)
+    monkeypatch.setattr(esrforge.images, "write_image", write)
+    return events
+
+
+def test_folder_output_is_the_same_when_writes_wait_for_memory(tmp_path: Path, near4: Path, monkeypatch) -> None:
+    """Writes overlap the next image only while RAM allows; low on memory, each is done first."""
+    import esrforge.infer.device
+
+    src = tmp_path / "in"
+    for i in range(4):
+        image(src / f"{i}.png", seed=i)
+    assert upscale(src, "-o", tmp_path / "overlapped", "-m", near4) == 0
+    events = _record_upscales_and_writes(monkeypatch)
+    monkeypatch.setattr(esrforge.infer.device, "free_memory_bytes", lambda device: 0)
+    assert upscale(src, "-o", tmp_path / "serial", "-m", near4) == 0
+    assert events == ["upscale", "written"] * 4
+    for i in range(4):
+        a, b = (tmp_path / d / f"{i}.png" for d in ("overlapped", "serial"))
+        assert a.read_bytes() == b.read_bytes()
+
+
+def test_interrupt_finishes_the_write_in_flight_and_leaves_no_partial_file(tmp_path: Path, near4: Path, monkeypatch) -> None:
+    from esrforge.infer import Upscaler
+
+    src = tmp_path / "in"
+    for i in range(3):
+        image(src / f"{i}.png", seed=i)
+    real_up, calls = Upscaler.upscale, []
+
+    def up(self, img, progress=None):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_up(self, img, progress)
+
+    monkeypatch.setattr(Upscaler, "upscale", up)
+    out = tmp_path / "out"
+    assert upscale(src, "-o", out, "-m", near4) == 130
+    assert files_under(out) == ["0.png"]  # the first image's write was let finish
+    assert read_image(out / "0.png").shape == (H * 4, W * 4, 3)
+
+
 def test_per_image_errors_go_to_stderr(tmp_path: Path, near4: Path, capsys) -> None:
     # SRC BUG (cli.upscale): per-image errors are printed with tqdm.write(...), whose default file
     # is sys.stdout, so "error: <file>: ..." lands on stdout, mixed into anything piped from it.

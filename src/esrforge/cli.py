@@ -12,8 +12,12 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from esrforge import __version__
+
+if TYPE_CHECKING:
+    from esrforge.infer import Upscaler
 
 
 class CommandError(Exception):
@@ -184,6 +188,72 @@ def _tile_arg(value: str) -> int | str:
     return n
 
 
+def _report(path: Path, e: BaseException) -> None:
+    from tqdm import tqdm
+
+    msg = str(e) if str(path) in str(e) else f"{path}: {e}"
+    tqdm.write(f"error: {msg}", file=sys.stderr)
+
+
+def upscale_jobs(jobs: Sequence[Job], up: Upscaler, *, quiet: bool = False) -> tuple[int, int]:
+    """Upscale each job's image; returns (written, failed). Errors are reported and skipped.
+
+    While the model runs on one image, a reader thread decodes the next one and a writer thread
+    encodes the previous result (cv2 and torch release the GIL), so a fast model on a GPU is not
+    kept waiting on PNG encoding. At most one result waits to be written, and none while it holds
+    over a quarter of the available RAM: then the write finishes before the next image starts, so
+    peak memory stays near one output image where that matters.
+    """
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    import torch
+    from tqdm import tqdm
+
+    from esrforge.images import ImageError, read_image, write_image
+    from esrforge.infer.device import free_memory_bytes
+
+    done = failed = 0
+    pending: tuple[Job, Future[None], int] | None = None  # the write in flight, and its image's size
+
+    def finish_write() -> None:
+        nonlocal pending, done, failed
+        if pending is None:
+            return
+        job, fut, _ = pending
+        pending = None
+        try:
+            fut.result()
+            done += 1
+        except (ImageError, ValueError, OSError) as e:
+            _report(job.dst, e)
+            failed += 1
+
+    bar = tqdm(jobs, unit="img", disable=quiet or len(jobs) < 2, dynamic_ncols=True)
+    with ThreadPoolExecutor(1, thread_name_prefix="esrforge-read") as reader, \
+            ThreadPoolExecutor(1, thread_name_prefix="esrforge-write") as writer:
+        nxt = reader.submit(read_image, jobs[0].src) if jobs else None
+        for i, job in enumerate(bar):
+            cur, nxt = nxt, (reader.submit(read_image, jobs[i + 1].src) if i + 1 < len(jobs) else None)
+            if pending is not None and pending[2] * 4 > free_memory_bytes(torch.device("cpu")):
+                finish_write()
+            try:
+                assert cur is not None
+                img = cur.result()
+                # Shown only for images that take a while (delay), so small batches stay quiet.
+                tiles = tqdm(desc=job.src.name, unit="tile", leave=False, disable=quiet, dynamic_ncols=True, delay=2.0)
+                with tiles:
+                    result = up.upscale(img, progress=tiles)
+            except (ImageError, ValueError, MemoryError, OSError) as e:
+                _report(job.src, e)
+                failed += 1
+                continue
+            finish_write()
+            pending = (job, writer.submit(write_image, job.dst, result), result.nbytes)
+            del img, result  # the writer holds the result until written; then it can go
+        finish_write()
+    return done, failed
+
+
 def upscale(
     inputs: Sequence[str],
     *,
@@ -200,9 +270,6 @@ def upscale(
     quiet: bool = False,
 ) -> int:
     """Upscale images; returns 1 if any image failed, after doing all the others."""
-    from tqdm import tqdm
-
-    from esrforge.images import ImageError, read_image, write_image
     from esrforge.infer import Upscaler
     from esrforge.modelio import load_model
 
@@ -217,28 +284,18 @@ def upscale(
         up = Upscaler(loaded, device=device, precision=precision, tile=tile, seamless=seamless, outscale=outscale)
     except ValueError as e:
         raise CommandError(str(e)) from None
-    done = skipped = failed = 0
-    bar = tqdm(jobs, unit="img", disable=quiet or len(jobs) < 2, dynamic_ncols=True)
-    for job in bar:
+    todo: list[Job] = []
+    skipped = failed = 0
+    for job in jobs:
         if job.dst.resolve() in input_files:
-            tqdm.write(f"error: {job.dst}: output would overwrite an input image; use --suffix or another -o", file=sys.stderr)
+            print(f"error: {job.dst}: output would overwrite an input image; use --suffix or another -o", file=sys.stderr)
             failed += 1
-            continue
-        if job.dst.exists() and not overwrite:
+        elif job.dst.exists() and not overwrite:
             skipped += 1
-            continue
-        try:
-            img = read_image(job.src)
-            # Shown only for images that take a while (delay), so small batches stay quiet.
-            tiles = tqdm(desc=job.src.name, unit="tile", leave=False, disable=quiet, dynamic_ncols=True, delay=2.0)
-            with tiles:
-                result = up.upscale(img, progress=tiles)
-            write_image(job.dst, result)
-            done += 1
-        except (ImageError, ValueError, MemoryError, OSError) as e:
-            msg = str(e) if str(job.src) in str(e) else f"{job.src}: {e}"
-            tqdm.write(f"error: {msg}", file=sys.stderr)
-            failed += 1
+        else:
+            todo.append(job)
+    done, errors = upscale_jobs(todo, up, quiet=quiet)
+    failed += errors
     if not quiet:
         msg = f"upscaled {done}, skipped {skipped} (already there; --overwrite to redo), failed {failed}"
         if up.fp32_rescues:
