@@ -305,6 +305,7 @@ def batches(run: Run) -> Iterator[dict[str, Any]]:
         loader = DataLoader(
             run.dataset, batch_size=bs, sampler=order, num_workers=run.cfg.data.train.workers,
             drop_last=True, generator=torch.Generator().manual_seed(seed_for(run.cfg.seed, "workers", run.epoch)),
+            pin_memory=run.device.type == "cuda",  # lets train_step's non_blocking copies overlap
         )
         for batch in loader:
             run.batches_done += 1
