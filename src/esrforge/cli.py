@@ -72,18 +72,20 @@ def info(model: Path, *, as_json: bool = False) -> int:
     return 0
 
 
-def convert(src: Path, dst: Path, *, layout: str = "basicsr", half: bool = False) -> int:
+def convert(src: Path, dst: Path, *, layout: str | None = None, half: bool = False) -> int:
     """Rewrite a model in another layout and/or format (format follows DST's extension)."""
     from esrforge.modelio import load_model, save_model
+    from esrforge.modelio.save import default_layout
 
     _refuse_same_file(src, dst)
     lm = load_model(src)
+    layout = layout or default_layout(lm.descriptor)
     save_model(dst, lm.module.state_dict(), lm.descriptor, layout=layout, half=half)
     print(f"wrote {dst} ({lm.descriptor.arch} x{lm.descriptor.scale}, layout {layout}{', fp16' if half else ''})")
     return 0
 
 
-def interpolate(a: Path, b: Path, *, alpha: float, output: Path, layout: str = "basicsr", half: bool = False) -> int:
+def interpolate(a: Path, b: Path, *, alpha: float, output: Path, layout: str | None = None, half: bool = False) -> int:
     """Network interpolation (ESRGAN paper): every weight = (1 - alpha) * A + alpha * B."""
     from esrforge.modelio import load_model, save_model
 
@@ -239,6 +241,9 @@ def upscale_jobs(jobs: Sequence[Job], up: Upscaler, *, quiet: bool = False) -> t
             try:
                 assert cur is not None
                 img = cur.result()
+                ext = job.dst.suffix.lower()
+                if img.ndim == 3 and img.shape[2] == 4 and ext in (".jpg", ".jpeg", ".bmp"):  # before the model runs
+                    raise ImageError(f"{job.dst}: {ext} cannot store the alpha channel of {job.src}; use png, webp or tiff")
                 # Shown only for images that take a while (delay), so small batches stay quiet.
                 tiles = tqdm(desc=job.src.name, unit="tile", leave=False, disable=quiet, dynamic_ncols=True, delay=2.0)
                 with tiles:
@@ -365,7 +370,7 @@ def degrade(
 def train(
     config: Path | None = None,
     *,
-    runs_dir: Path = Path("runs"),
+    runs_dir: Path | None = None,
     resume: Path | bool = False,
     overrides: Sequence[str] = (),
     print_config: bool = False,
@@ -449,7 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train a model from a YAML config (see configs/)")
     s.add_argument("config", type=Path, nargs="?", metavar="CONFIG")
-    s.add_argument("--runs-dir", type=Path, default=Path("runs"), help="run folders go here: RUNS_DIR/<name>/")
+    s.add_argument("--runs-dir", type=Path, default=None,
+                   help="run folders go here: RUNS_DIR/<name>/ (default: runs; with --resume STATE, the state's own run folder)")
     s.add_argument("--resume", nargs="?", const=True, default=False, type=Path, metavar="STATE",
                    help="continue the newest state of the run, or the given .state file")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -479,7 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("convert", help="convert a model between layouts and formats")
     s.add_argument("src", type=Path, metavar="IN")
     s.add_argument("dst", type=Path, metavar="OUT", help=".safetensors or .pth")
-    s.add_argument("--layout", choices=["basicsr", "original"], default="basicsr")
+    s.add_argument("--layout", choices=["basicsr", "original"], default=None,
+                   help="key names (default: basicsr; original for ESRGAN+ models, the names other tools read for them)")
     s.add_argument("--half", action="store_true", help="store fp16 weights")
 
     s = sub.add_parser("interpolate", help="blend two models of the same shape: (1-alpha)*A + alpha*B")
@@ -487,7 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("b", type=Path, metavar="B")
     s.add_argument("--alpha", type=float, required=True)
     s.add_argument("-o", "--output", type=Path, required=True)
-    s.add_argument("--layout", choices=["basicsr", "original"], default="basicsr")
+    s.add_argument("--layout", choices=["basicsr", "original"], default=None,
+                   help="key names (default: basicsr; original for ESRGAN+ models, the names other tools read for them)")
     s.add_argument("--half", action="store_true")
     return p
 

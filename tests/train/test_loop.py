@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -174,8 +175,54 @@ def test_nan_losses_stop_the_run_naming_the_last_good_checkpoint(workspace, tmp_
         return real(self, a, b) * (float("nan") if calls["n"] > 2 else 1.0)
 
     monkeypatch.setattr(pixel.PixelLoss, "forward", flaky)
-    with pytest.raises(TrainingError, match=r"NaN/inf loss at iteration 2.*last good checkpoint: training_states/2.state"):
+    with pytest.raises(TrainingError, match=r"iteration 3 was skipped 2 times in a row \(last: NaN/inf pixel loss\).*"
+                       r"last good checkpoint: training_states/2.state"):
         train(cfg, runs_dir=tmp_path, overrides=o, quiet=True)
+
+
+def _count_optimizer_steps(monkeypatch) -> list[int]:
+    steps = []
+    real = torch.optim.Adam.step
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, **k: steps.append(1) or real(self, *a, **k))
+    return steps
+
+
+def test_a_nan_discriminator_loss_skips_the_generator_step_too(workspace, tmp_path, monkeypatch):
+    from esrforge.losses import gan
+
+    cfg = CONFIGS / "esrgan_gan_x4.yml"
+    o = tiny_overrides("nand", workspace, cfg, iterations=6) + ["train.checkpoint_every=1", "train.max_bad_steps=2"]
+    real, calls = gan.GANLoss.discriminator_loss, {"n": 0}
+
+    def flaky(self, real_out, fake_out):
+        calls["n"] += 1
+        return real(self, real_out, fake_out) * (float("inf") if calls["n"] > 2 else 1.0)
+
+    monkeypatch.setattr(gan.GANLoss, "discriminator_loss", flaky)
+    steps = _count_optimizer_steps(monkeypatch)
+    with pytest.raises(TrainingError, match=r"iteration 3 was skipped 2 times in a row \(last: NaN/inf gan_d"):
+        train(cfg, runs_dir=tmp_path, overrides=o, quiet=True)
+    assert len(steps) == 4  # G and D of the two good iterations; nothing stepped in the skipped ones
+
+
+def test_nan_gradients_under_a_finite_loss_are_skipped_and_never_saved(workspace, tmp_path, monkeypatch):
+    from esrforge.losses import pixel
+
+    cfg = CONFIGS / "compact_x4.yml"
+    o = tiny_overrides("nang", workspace, cfg, iterations=6) + ["train.checkpoint_every=1", "train.max_bad_steps=2"]
+    real, calls = pixel.PixelLoss.forward, {"n": 0}
+
+    def poisoned(self, a, b):
+        calls["n"] += 1
+        loss = real(self, a, b)
+        # d/dx sqrt(|x - x|) is inf at 0: the loss stays finite, its gradient does not.
+        return loss + 0 * (a - a.detach()).abs().sqrt().sum() if calls["n"] > 2 else loss
+
+    monkeypatch.setattr(pixel.PixelLoss, "forward", poisoned)
+    with pytest.raises(TrainingError, match=r"\(last: NaN/inf generator gradients\).*training_states/2.state"):
+        train(cfg, runs_dir=tmp_path, overrides=o, quiet=True)
+    state = torch.load(tmp_path / "nang" / "training_states" / "2.state", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state["net_g"].values())
 
 
 def test_pretrain_strict_and_partial(workspace, tmp_path, capsys):
@@ -187,6 +234,86 @@ def test_pretrain_strict_and_partial(workspace, tmp_path, capsys):
     assert train(cfg, runs_dir=tmp_path, overrides=bad + ["pretrain.strict=false", "name=ft2"]) == 0
     out = capsys.readouterr().out
     assert "not loaded:" in out and "body.0.rdb1.conv1.weight" in out and "conv_first.weight" not in out.split("not loaded:")[1]
+
+
+def _interrupt_at(it: int):
+    def hook(run):
+        if run.iteration == it:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    return hook
+
+
+def test_resume_needs_neither_the_pretrain_file_nor_a_runs_dir(workspace, tmp_path, monkeypatch):
+    """The state holds every weight and knows its run folder: move the pretrain file, resume."""
+    import shutil
+
+    cfg = CONFIGS / "finetune.yml"
+    pre = tmp_path / "pre.pth"
+    shutil.copy(workspace / "pre.pth", pre)
+    o = tiny_overrides("self", workspace, cfg, iterations=4) + [f"pretrain.generator={pre}", "train.checkpoint_every=100"]
+    runs = tmp_path / "elsewhere"
+    assert train(cfg, runs_dir=runs, overrides=o, quiet=True, on_iteration=_interrupt_at(2)) == 130
+    pre.unlink()
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--resume", str(runs / "self" / "training_states" / "2.state"), "-q"]) == 0
+    assert (runs / "self" / "training_states" / "4.state").exists()
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resume_with_another_network_is_a_one_line_error(workspace, tmp_path, capsys):
+    cfg = CONFIGS / "compact_x4.yml"
+    o = tiny_overrides("chg", workspace, cfg, iterations=4) + ["train.checkpoint_every=100"]
+    assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True, on_iteration=_interrupt_at(2)) == 130
+    args = ["train", str(cfg), "--runs-dir", str(tmp_path), "--resume", "-q"] + sum((["--set", x] for x in o + ["generator.num_feat=6"]), [])
+    capsys.readouterr()
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "2.state: does not fit the networks of this config (size mismatch for" in err
+
+
+def test_missing_vgg_weights_are_a_one_line_error(workspace, tmp_path, capsys):
+    cfg = CONFIGS / "esrgan_gan_x4.yml"
+    o = tiny_overrides("novgg", workspace, cfg, iterations=1) + [f"losses.perceptual.vgg_weights={tmp_path / 'nope.pth'}"]
+    assert main(["train", str(cfg), "--runs-dir", str(tmp_path), "-q"] + sum((["--set", x] for x in o), [])) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("esrforge train: error: losses.perceptual: ") and "nope.pth" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("missing", "data.val: {val}: no such folder"),
+    ("empty", "data.val.hr: no images in {val}"),
+    ("small", "data.val.hr: {val}/s.png is 16x16; SSIM needs 11x11 pixels after cropping"),
+    ("unpaired", "data.val.lr: no LR image named like v.png"),
+])
+def test_a_bad_validation_set_is_refused_before_training(workspace, tmp_path, problem, message):
+    val = tmp_path / "val"
+    extra = ["data.val.every=2"]
+    if problem == "empty":
+        val.mkdir()
+    elif problem == "small":
+        write_image(val / "s.png", photo_like(16, 16))
+    elif problem == "unpaired":
+        write_image(val / "v.png", photo_like(32, 32))
+        write_image(tmp_path / "vlr" / "other.png", photo_like(8, 8))
+        extra.append(f"data.val.lr={tmp_path / 'vlr'}")
+    cfg = CONFIGS / "compact_x4.yml"
+    o = tiny_overrides("badval", workspace, cfg, iterations=2) + [f"data.val.hr=[{val}]"] + extra
+    with pytest.raises(TrainingError, match=re.escape(message.format(val=val))):
+        train(cfg, runs_dir=tmp_path, overrides=o, quiet=True)
+    assert not (tmp_path / "badval").exists()
+
+
+def test_each_process_needs_a_full_batch(workspace, tmp_path, monkeypatch):
+    """4 images, batch 3, 2 processes: each would get 2 samples and no batch (it used to spin)."""
+    import esrforge.train.loop as loop
+
+    monkeypatch.setattr(loop, "init_distributed", lambda device: (0, 2, None))
+    cfg = CONFIGS / "compact_x4.yml"
+    o = tiny_overrides("ddp", workspace, cfg, iterations=2) + ["data.train.batch_size=3"]
+    with pytest.raises(TrainingError, match=r"4 samples per epoch \(2 processes, 2 each\), fewer than batch_size 3"):
+        train(cfg, runs_dir=tmp_path, overrides=o, quiet=True)
 
 
 def test_lr_schedules():
@@ -239,6 +366,33 @@ def test_plot_draws_losses_and_validation(workspace, tmp_path, capsys):
     assert (img[:300] < 250).any(axis=2).sum() > 500
     assert main(["plot", str(tmp_path), "-o", str(tmp_path / "x.png")]) == 1
     assert "no training log" in capsys.readouterr().err
+
+
+def test_best_validation_is_logged_and_shown(workspace, tmp_path, capsys):
+    cfg = CONFIGS / "compact_x4.yml"
+    o = tiny_overrides("best", workspace, cfg, iterations=4) + ["data.val.every=1"]
+    assert train(cfg, runs_dir=tmp_path, overrides=o) == 0
+    vals = [json.loads(line) for line in (tmp_path / "best" / "log.jsonl").read_text().splitlines() if '"val"' in line]
+    assert [v["iter"] for v in vals] == [1, 2, 3, 4]
+    top = max(vals, key=lambda v: v["val"]["psnr"])
+    assert vals[-1]["best"] == {"psnr": top["val"]["psnr"], "ssim": top["val"]["ssim"], "iteration": top["iter"]}
+    assert f"(best psnr {top['val']['psnr']:.4f} @ {top['iter']})" in capsys.readouterr().out
+
+
+def test_a_log_line_cut_by_a_killed_run_is_skipped_by_plot_and_not_glued_to_the_next(workspace, tmp_path, capsys):
+    cfg = CONFIGS / "compact_x4.yml"
+    o = tiny_overrides("cut", workspace, cfg, iterations=4) + ["train.checkpoint_every=100"]
+    assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True, on_iteration=_interrupt_at(2)) == 130
+    log = tmp_path / "cut" / "log.jsonl"
+    with log.open("a") as f:
+        f.write('{"iter": 3, "pix')  # killed mid-write
+    assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True, resume=True) == 0
+    lines = log.read_text().splitlines()
+    assert '{"iter": 3, "pix' in lines and sum(1 for line in lines if line.startswith('{"iter": 4, "epoch"')) == 1
+    capsys.readouterr()
+    assert main(["plot", str(tmp_path / "cut"), "-o", str(tmp_path / "c.png")]) == 0
+    n = lines.index('{"iter": 3, "pix') + 1
+    assert f"esrforge plot: warning: {log}: skipped 1 unreadable line(s): {n}" in capsys.readouterr().err
 
 
 def test_gradient_accumulation_matches_the_bigger_batch(workspace, tmp_path):

@@ -71,6 +71,7 @@ class Run:
     rank: int = 0
     world: int = 1
     g_train: nn.Module | None = None  # net_g, or its DistributedDataParallel wrapper
+    bad_reason: str = ""  # why the last skipped iteration was skipped
     channels_last: bool = False
 
     @property
@@ -169,7 +170,35 @@ def build_dataset(cfg: TrainConfig) -> SRDataset:
     )
 
 
-def setup(cfg: TrainConfig, run_dir: Path, log: Callable[[str], None] = print) -> Run:
+def check_val_set(cfg: TrainConfig) -> None:
+    """Refuse a validation set that would fail at the first validation, val.every iterations in."""
+    from esrforge.images import read_image
+
+    v = cfg.data.val
+    if v is None:
+        return
+    try:
+        pairs = val_pairs(cfg)
+    except ValueError as e:
+        raise TrainingError(f"data.val: {e}") from None
+    if not pairs:
+        raise TrainingError(f"data.val.hr: no images in {', '.join(map(str, v.hr))}")
+    border = cfg.scale if v.crop_border is None else v.crop_border
+    for key, hr_path, lr_path in pairs:
+        if v.lr and lr_path is None:
+            raise TrainingError(f"data.val.lr: no LR image named like {hr_path.name} (the validation pairs are matched by name)")
+        h, w = read_image(hr_path).shape[:2]
+        side = min(h, w) // cfg.scale * cfg.scale - 2 * border
+        if side < 11:
+            raise TrainingError(
+                f"data.val.hr: {hr_path} is {w}x{h}; SSIM needs 11x11 pixels after cropping to a multiple of "
+                f"scale {cfg.scale} and a {border}-pixel border"
+            )
+
+
+def setup(cfg: TrainConfig, run_dir: Path, log: Callable[[str], None] = print, *, resuming: bool = False) -> Run:
+    """Networks, losses, optimizers and data for a run. `resuming`: the training state will
+    supply every weight, so the pretrain files are not needed (or read) again."""
     rank, world, dist_device = init_distributed(cfg.device)
     device = dist_device or resolve_device(cfg.device)
     amp = resolve_amp(cfg.precision, device)
@@ -188,9 +217,12 @@ def setup(cfg: TrainConfig, run_dir: Path, log: Callable[[str], None] = print) -
         from esrforge.losses.perceptual import PerceptualLoss
 
         p = cfg.losses.perceptual
-        losses["perceptual"] = PerceptualLoss(
-            dict(p.layers), weight=p.weight, criterion=p.criterion, vgg_weights=p.vgg_weights, pre_activation=p.pre_activation
-        ).to(device)
+        try:
+            losses["perceptual"] = PerceptualLoss(
+                dict(p.layers), weight=p.weight, criterion=p.criterion, vgg_weights=p.vgg_weights, pre_activation=p.pre_activation
+            ).to(device)
+        except (OSError, ValueError) as e:
+            raise TrainingError(f"losses.perceptual: {e}") from None
     net_d = None
     if cfg.discriminator is not None and cfg.losses.gan is not None:
         from esrforge.archs.discriminators import build_discriminator
@@ -200,7 +232,7 @@ def setup(cfg: TrainConfig, run_dir: Path, log: Callable[[str], None] = print) -
         losses["gan"] = GANLoss(cfg.losses.gan.type, relativistic=cfg.losses.gan.relativistic, weight=cfg.losses.gan.weight)
         if cfg.losses.feature_matching is not None:
             losses["feature_matching"] = FeatureMatchingLoss(cfg.losses.feature_matching.weight)
-    if cfg.pretrain is not None:
+    if cfg.pretrain is not None and not resuming:
         for what, net, path, is_g in (("generator", net_g, cfg.pretrain.generator, True), ("discriminator", net_d, cfg.pretrain.discriminator, False)):
             if path is None:
                 continue
@@ -217,11 +249,13 @@ def setup(cfg: TrainConfig, run_dir: Path, log: Callable[[str], None] = print) -
     opt_d = _optimizer(net_d.parameters(), cfg.optim.discriminator) if net_d is not None else None
     scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
     dataset = build_dataset(cfg)
-    if len(dataset) < cfg.data.train.batch_size:
+    if len(dataset) // world < cfg.data.train.batch_size:  # each process draws its own share
+        per = f" ({world} processes, {len(dataset) // world} each)" if world > 1 else ""
         raise TrainingError(
             f"data.train: {len(dataset.samples)} usable image(s) x repeat {dataset.repeat} = {len(dataset)} samples"
-            f" per epoch, fewer than batch_size {cfg.data.train.batch_size}; raise data.train.repeat or add images"
+            f" per epoch{per}, fewer than batch_size {cfg.data.train.batch_size}; raise data.train.repeat or add images"
         )
+    check_val_set(cfg)
     run = Run(
         cfg, run_dir, device, amp, net_g, net_ema, net_d, opt_g, opt_d, scaler, losses, dataset,
         rank=rank, world=world, channels_last=channels_last,
@@ -321,10 +355,6 @@ def _autocast(run: Run):
     return torch.autocast(run.device.type, dtype=run.amp, enabled=run.amp is not None)
 
 
-def _finite(losses: dict[str, Tensor]) -> bool:
-    return all(bool(torch.isfinite(v).all()) for v in losses.values())
-
-
 def _backward(run: Run, loss: Tensor) -> None:
     (run.scaler.scale(loss) if run.scaler is not None else loss).backward()
 
@@ -341,8 +371,19 @@ def _step(run: Run, opt: torch.optim.Optimizer, params: Any) -> None:
         opt.step()
 
 
+def _grads_finite(params: Any) -> bool:
+    grads = [p.grad for p in params if p.grad is not None]
+    return not grads or bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
+
+
 def train_step(run: Run, micro_batches: list[dict[str, Any]]) -> dict[str, float] | None:
-    """One optimizer step of G (and D) over `accumulate` micro-batches. None = skipped (NaN/inf)."""
+    """One optimizer step of G (and D) over `accumulate` micro-batches.
+
+    Every loss, and (without a grad scaler, which handles its own) every gradient, is checked
+    before either network steps, so a NaN/inf skips the whole iteration: None, with the reason
+    in `run.bad_reason`. D's loss uses detached outputs, so computing it before G steps changes
+    nothing in the arithmetic.
+    """
     cfg, dev = run.cfg, run.device
     use_d = run.net_d is not None and run.iteration >= cfg.train.d_start
     n = len(micro_batches)
@@ -377,14 +418,14 @@ def train_step(run: Run, micro_batches: list[dict[str, Any]]) -> dict[str, float
                 parts["gan_g"] = run.losses["gan"].generator_loss(real, fake)
                 if fm is not None:
                     parts["feature_matching"] = fm(fake_feats, real_feats)
-        total = sum(parts.values())
-        if not _all_ok(run, _finite(parts)):
+        bad = [k for k, v in parts.items() if not bool(torch.isfinite(v).all())]
+        if not _all_ok(run, not bad):
+            run.bad_reason = f"NaN/inf {', '.join(bad)} loss" if bad else "NaN/inf loss on another process"
             return None
-        _backward(run, total / n)
+        _backward(run, sum(parts.values()) / n)
         for k, v in parts.items():
             logs[k] = logs.get(k, 0.0) + float(v.detach()) / n
         fakes.append((hr, sr.detach()))
-    _step(run, run.opt_g, run.net_g.parameters())
     if use_d:
         run.net_d.requires_grad_(True)
         d_parts = []
@@ -392,12 +433,21 @@ def train_step(run: Run, micro_batches: list[dict[str, Any]]) -> dict[str, float
             with _autocast(run):
                 d_loss = run.losses["gan"].discriminator_loss(run.net_d(hr), run.net_d(sr))
             if not _all_ok(run, bool(torch.isfinite(d_loss))):
+                run.bad_reason = "NaN/inf gan_d (discriminator) loss"
                 return None
             _backward(run, d_loss / n)
             d_parts.append(float(d_loss.detach()) / n)
         average_grads(run, run.net_d)
-        _step(run, run.opt_d, run.net_d.parameters())
         logs["gan_d"] = sum(d_parts)
+    if run.scaler is None:
+        nets = [("generator", run.net_g)] + ([("discriminator", run.net_d)] if use_d else [])
+        bad = [name for name, net in nets if not _grads_finite(net.parameters())]
+        if not _all_ok(run, not bad):
+            run.bad_reason = f"NaN/inf {' and '.join(bad)} gradients" if bad else "NaN/inf gradients on another process"
+            return None
+    _step(run, run.opt_g, run.net_g.parameters())
+    if use_d:
+        _step(run, run.opt_d, run.net_d.parameters())
     if run.scaler is not None:
         run.scaler.update()
     if run.net_ema is not None:
@@ -569,15 +619,22 @@ def read_state(path: Path) -> dict[str, Any]:
     return state
 
 
-def restore(run: Run, state: dict[str, Any]) -> None:
-    run.net_g.load_state_dict(state["net_g"])
-    if run.net_ema is not None and state["net_ema"] is not None:
-        run.net_ema.load_state_dict(state["net_ema"])
-    if run.net_d is not None and state["net_d"] is not None:
-        run.net_d.load_state_dict(state["net_d"])
-    run.opt_g.load_state_dict(state["opt_g"])
-    if run.opt_d is not None and state["opt_d"] is not None:
-        run.opt_d.load_state_dict(state["opt_d"])
+def restore(run: Run, state: dict[str, Any], source: str = "the training state") -> None:
+    try:
+        run.net_g.load_state_dict(state["net_g"])
+        if run.net_ema is not None and state["net_ema"] is not None:
+            run.net_ema.load_state_dict(state["net_ema"])
+        if run.net_d is not None and state["net_d"] is not None:
+            run.net_d.load_state_dict(state["net_d"])
+        run.opt_g.load_state_dict(state["opt_g"])
+        if run.opt_d is not None and state["opt_d"] is not None:
+            run.opt_d.load_state_dict(state["opt_d"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        detail = lines[1] if len(lines) > 1 else (lines[0] if lines else type(e).__name__)
+        raise TrainingError(
+            f"{source}: does not fit the networks of this config ({detail}); resume with the config the run started with"
+        ) from None
     if run.scaler is not None and state["scaler"] is not None:
         run.scaler.load_state_dict(state["scaler"])
     run.iteration, run.epoch, run.batches_done = state["iteration"], state["epoch"], state["batches_done"]
@@ -614,6 +671,11 @@ def fit(run: Run, *, quiet: bool = False, on_iteration: Callable[[Run], None] | 
     images_per_it = cfg.data.train.batch_size * t.accumulate * run.world
     t0, it0 = time.perf_counter(), run.iteration
     logf = open(run.run_dir / "log.jsonl", "a", encoding="utf-8") if main else None
+    if logf is not None and logf.tell() > 0:
+        with open(run.run_dir / "log.jsonl", "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                logf.write("\n")  # a run killed mid-line: start the resumed records on a line of their own
     tb = open_tensorboard(run) if main and t.tensorboard else None
 
     def log(rec: dict[str, Any]) -> None:
@@ -643,9 +705,8 @@ def fit(run: Run, *, quiet: bool = False, on_iteration: Callable[[Run], None] | 
                 if run.bad_steps >= t.max_bad_steps:
                     last = f"training_states/{run.last_checkpoint}.state" if run.last_checkpoint is not None else "none yet"
                     raise TrainingError(
-                        f"{run.bad_steps} iterations in a row had a NaN/inf loss at iteration {run.iteration} "
-                        f"(the generator or discriminator diverged: lower optim lr, set train.grad_clip, or use fp32); "
-                        f"last good checkpoint: {last}"
+                        f"iteration {run.iteration + 1} was skipped {run.bad_steps} times in a row (last: {run.bad_reason}); "
+                        f"training diverged: lower optim lr, set train.grad_clip, or use fp32; last good checkpoint: {last}"
                     )
                 continue
             run.bad_steps = 0
@@ -657,9 +718,10 @@ def fit(run: Run, *, quiet: bool = False, on_iteration: Callable[[Run], None] | 
                 bar.set_postfix({"ep": run.epoch, **{k: f"{v:.4g}" for k, v in logs.items()}}, refresh=False)
             if main and cfg.data.val is not None and run.iteration % cfg.data.val.every == 0:
                 res = validate(run)
-                log({"iter": run.iteration, "val": res})
+                log({"iter": run.iteration, "val": res, "best": run.best})
                 if not quiet:
-                    tqdm.write(f"val @ {run.iteration}: " + ", ".join(f"{k} {v:.4f}" for k, v in res.items()))
+                    best = f" (best psnr {run.best['psnr']:.4f} @ {run.best['iteration']})" if run.best else ""
+                    tqdm.write(f"val @ {run.iteration}: " + ", ".join(f"{k} {v:.4f}" for k, v in res.items()) + best)
             if main and run.iteration % t.checkpoint_every == 0 and run.iteration < t.iterations:
                 save_checkpoint(run)
             if on_iteration is not None:
@@ -712,32 +774,35 @@ def _any_stop(run: Run) -> bool:
 def train(
     config: Path | None,
     *,
-    runs_dir: Path = Path("runs"),
+    runs_dir: Path | None = None,
     resume: Path | bool = False,
     overrides: list[str] | None = None,
     quiet: bool = False,
     on_iteration: Callable[[Run], None] | None = None,
 ) -> int:
     """`esrforge train`: start or resume a run. Returns the exit code."""
-    state = None
+    state, state_path = None, None
     if isinstance(resume, Path):
-        state = read_state(resume)
+        state, state_path = read_state(resume), resume
         cfg = load_config(config, overrides) if config is not None else parse(TrainConfig, state["config"], str(resume))
     else:
         if config is None:
             raise TrainingError("give a CONFIG file, or --resume PATH to a training state")
         cfg = load_config(config, overrides)
-    run_dir = runs_dir / cfg.name
+    if runs_dir is None and state_path is not None and state_path.parent.name == STATE_DIR:
+        run_dir = state_path.parent.parent  # --resume RUN/training_states/N.state continues in RUN
+    else:
+        run_dir = (runs_dir or Path("runs")) / cfg.name
     if resume is True:
         path = newest_state(run_dir)
         if path is None:
             raise TrainingError(f"--resume: no training state in {run_dir / STATE_DIR}")
-        state = read_state(path)
+        state, state_path = read_state(path), path
     elif state is None and newest_state(run_dir) is not None:
         raise TrainingError(f"{run_dir} already holds a run; use --resume to continue it, or another name")
-    run = setup(cfg, run_dir, log=(lambda m: None) if quiet else print)
+    run = setup(cfg, run_dir, log=(lambda m: None) if quiet else print, resuming=state is not None)
     if state is not None:
-        restore(run, state)
+        restore(run, state, str(state_path))
         if not quiet:
             print(f"resumed at iteration {run.iteration} (epoch {run.epoch})", file=sys.stderr)
     try:

@@ -6,6 +6,7 @@ Drawn with OpenCV (already a dependency) so plotting needs no plotting library.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import cv2
@@ -24,9 +25,14 @@ def read_log(run_dir: Path) -> tuple[dict[str, list[tuple[int, float]]], dict[st
         raise FileNotFoundError(f"{path}: no training log (is {run_dir} a run folder?)")
     train: dict[str, list[tuple[int, float]]] = {}
     val: dict[str, list[tuple[int, float]]] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        rec = json.loads(line)
-        it = rec["iter"]
+    bad = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            rec = json.loads(line)
+            it = int(rec["iter"])
+        except (ValueError, KeyError, TypeError):
+            bad.append(n)  # a line cut short by a killed run: plot the rest
+            continue
         if "val" in rec:
             for k, v in rec["val"].items():
                 val.setdefault(k, []).append((it, v))
@@ -34,6 +40,8 @@ def read_log(run_dir: Path) -> tuple[dict[str, list[tuple[int, float]]], dict[st
         for k, v in rec.items():
             if k not in ("iter", "epoch", "images", "lr", "it_per_s") and isinstance(v, (int, float)):
                 train.setdefault(k, []).append((it, float(v)))
+    if bad:
+        warnings.warn(f"{path}: skipped {len(bad)} unreadable line(s): {', '.join(map(str, bad[:5]))}", stacklevel=2)
     return train, val
 
 
