@@ -380,6 +380,24 @@ def test_16bit_png_in_16bit_png_out(tmp_path: Path, near4: Path, rrdb_file: Path
 # --- upscale: scale, chains, seamless ------------------------------------------------------------
 
 
+def test_rgba_into_jpg_is_refused_before_the_model_runs(tmp_path: Path, near4: Path, monkeypatch, capsys) -> None:
+    from esrforge.infer import Upscaler
+
+    src = tmp_path / "in"
+    image(src / "rgb.png")
+    rgba = photo_like(H, W, c=4)
+    rgba[:, :, 3] = 128
+    image(src / "rgba.png", rgba)
+    calls = []
+    real = Upscaler.upscale
+    monkeypatch.setattr(Upscaler, "upscale", lambda self, img, progress=None: calls.append(img.shape) or real(self, img, progress))
+    out = tmp_path / "out"
+    assert upscale(src, "-o", out, "-m", near4, "--format", "jpg") == 1
+    assert files_under(out) == ["rgb.jpg"] and calls == [(H, W, 3)]
+    err = capsys.readouterr().err
+    assert f"error: {out / 'rgba.jpg'}: .jpg cannot store the alpha channel of {src / 'rgba.png'}; use png, webp or tiff" in err
+
+
 def test_outscale_2_with_x4_model(tmp_path: Path, rrdb_file: Path) -> None:
     src = image(tmp_path / "a.png")
     assert upscale(src, "-o", tmp_path / "o.png", "-m", rrdb_file, "--outscale", "2") == 0
@@ -572,6 +590,38 @@ def test_convert_original_layout_refused_for_compact(tmp_path: Path, capsys) -> 
     assert cli("convert", src, tmp_path / "c_orig.pth", "--layout", "original") == 1
     assert "original" in capsys.readouterr().err
     assert not (tmp_path / "c_orig.pth").exists()
+
+
+def test_esrgan_plus_converts_to_the_original_layout_by_default(tmp_path: Path, capsys) -> None:
+    """spandrel (chaiNNer, ComfyUI) reads ESRGAN+'s 1x1 convs only under the original names."""
+    from esrforge.modelio.detect import describe
+
+    m = tiny_rrdb(4, plus=True)
+    src = tmp_path / "plus.safetensors"
+    esrforge.save_model(src, m.state_dict(), describe("rrdbnet", "basicsr", m.hparams(), m, "test"))
+    assert cli("convert", src, tmp_path / "plus.pth") == 0
+    assert "layout original" in capsys.readouterr().out
+    keys = set(torch.load(tmp_path / "plus.pth", weights_only=True))
+    assert "model.1.sub.0.RDB1.conv1x1.weight" in keys and not any(k.startswith("body.") for k in keys)
+    img = photo_like(12, 10)
+    ref = esrforge.upscale_image(img, esrforge.load_model(src), precision="fp32")
+    assert np.array_equal(esrforge.upscale_image(img, esrforge.load_model(tmp_path / "plus.pth"), precision="fp32"), ref)
+    assert cli("convert", src, tmp_path / "plus_b.pth", "--layout", "basicsr") == 0  # still there when asked
+
+
+def test_converting_a_leakyrelu_compact_to_pth_warns_that_pth_cannot_keep_it(tmp_path: Path, capsys) -> None:
+    from esrforge.modelio.detect import describe
+
+    m = tiny_compact(activation="leakyrelu")
+    src = tmp_path / "leaky.safetensors"
+    esrforge.save_model(src, m.state_dict(), describe("compact", "compact", m.hparams(), m, "test"))
+    assert esrforge.load_model(src).descriptor.hparams["activation"] == "leakyrelu"
+    capsys.readouterr()
+    assert cli("convert", src, tmp_path / "leaky.pth") == 0
+    err = capsys.readouterr().err
+    assert f"esrforge convert: warning: {tmp_path / 'leaky.pth'}: a .pth file cannot record the leakyrelu activation" in err
+    assert cli("convert", src, tmp_path / "leaky2.safetensors") == 0
+    assert "warning" not in capsys.readouterr().err
 
 
 # --- interpolate ----------------------------------------------------------------------------------

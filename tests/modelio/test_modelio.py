@@ -13,6 +13,7 @@ from esrforge import load_model
 from esrforge.archs import RRDBNet
 from esrforge.archs import rrdbnet as rr
 from esrforge.modelio import ModelFileError, save_model
+from esrforge.modelio.detect import describe
 from tests.conftest import tiny_compact, tiny_rrdb
 
 
@@ -212,3 +213,23 @@ def _save_plain(tmp_path):
     p = tmp_path / "plain.pth"
     torch.save(tiny_rrdb(4).state_dict(), p)
     return p
+
+
+@pytest.mark.parametrize("arch, hp", [
+    ("rrdbnet", dict(in_ch=1, out_ch=3, scale=2)),
+    ("rrdbnet", dict(in_ch=4, out_ch=1, scale=4)),
+    ("rrdbnet", dict(in_ch=3, out_ch=1, scale=1)),
+    ("compact", dict(in_ch=3, out_ch=1, scale=4)),
+    ("compact", dict(in_ch=1, out_ch=3, scale=2)),
+])
+def test_input_and_output_channels_that_differ_survive_a_safetensors_round_trip(tmp_path, arch, hp):
+    """Shapes alone cannot tell unshuffle (RRDB) or scale (compact) apart when in_ch != out_ch; the
+    metadata esrforge writes can."""
+    m = tiny_rrdb(**hp) if arch == "rrdbnet" else tiny_compact(**hp)
+    path = tmp_path / "m.safetensors"
+    save_model(path, m.state_dict(), describe(arch, "basicsr" if arch == "rrdbnet" else "compact", m.hparams(), m, "t"))
+    lm = load_model(path)
+    assert lm.descriptor.hparams == m.hparams()
+    x = torch.rand(1, hp["in_ch"], 8, 8)
+    with torch.no_grad():
+        assert torch.equal(lm.module(x), m(x))

@@ -71,12 +71,13 @@ class SRVGGNetCompact(nn.Module):
 _BODY = re.compile(r"^body\.(\d+)\.(weight|bias)$")
 
 
-def hparams_from_state_dict(sd: StateDict, activation: str | None = None) -> dict[str, int | str]:
+def hparams_from_state_dict(sd: StateDict, activation: str | None = None, *, out_ch: int | None = None) -> dict[str, int | str]:
     """Infer SRVGGNetCompact hyperparameters from shapes.
 
     Only PReLU leaves weights (`body.<odd>.weight` of shape [num_feat]); a file without them was
     trained with ReLU or LeakyReLU, which weights cannot tell apart, so `activation` (from file
-    metadata or the user) decides and ReLU is the fallback.
+    metadata or the user) decides and ReLU is the fallback. `out_ch` (from metadata) is needed
+    only for models whose output channel count differs from the input's.
     """
     convs: dict[int, Tensor] = {}
     prelus: dict[int, Tensor] = {}
@@ -93,16 +94,17 @@ def hparams_from_state_dict(sd: StateDict, activation: str | None = None) -> dic
     in_ch, num_feat = int(first.shape[1]), int(first.shape[0])
     last_out = int(last.shape[0])
     # in_ch == out_ch for every released compact model; the scale is what makes the count square.
-    scale = math.isqrt(last_out // in_ch) if last_out % in_ch == 0 else 0
-    if scale < 1 or scale * scale * in_ch != last_out:
-        raise KeyError(f"SRVGGNetCompact last conv has {last_out} channels, not in_ch * scale^2 for in_ch={in_ch}")
+    out_ch = out_ch or in_ch
+    scale = math.isqrt(last_out // out_ch) if last_out % out_ch == 0 else 0
+    if scale < 1 or scale * scale * out_ch != last_out:
+        raise KeyError(f"SRVGGNetCompact last conv has {last_out} channels, not out_ch * scale^2 for out_ch={out_ch}")
     if prelus:
         act = "prelu"
     else:
         act = activation if activation in ("relu", "leakyrelu") else "relu"
     return {
         "in_ch": in_ch,
-        "out_ch": in_ch,
+        "out_ch": out_ch,
         "num_feat": num_feat,
         "num_conv": len(convs) - 2,
         "scale": scale,

@@ -8,6 +8,7 @@ converted to it by the functions at the bottom, and back to the original layout 
 
 from __future__ import annotations
 
+import math
 import re
 
 import torch
@@ -232,8 +233,12 @@ def newarch_to_basicsr(sd: StateDict) -> StateDict:
     return out
 
 
-def hparams_from_basicsr(sd: StateDict) -> dict[str, int]:
-    """Read every RRDBNet hyperparameter from tensor shapes of a BasicSR-layout state dict."""
+def hparams_from_basicsr(sd: StateDict, *, in_ch: int | None = None) -> dict[str, int]:
+    """Read every RRDBNet hyperparameter from tensor shapes of a BasicSR-layout state dict.
+
+    `in_ch` (from the file's metadata, where esrforge wrote it) settles the pixel-unshuffle
+    factor when the model's input and output channel counts differ.
+    """
     for key in ("conv_first.weight", "conv_body.weight", "conv_hr.weight", "conv_last.weight", "body.0.rdb1.conv1.weight"):
         if key not in sd:
             _fail(f"RRDBNet state dict lacks {key}")
@@ -246,9 +251,12 @@ def hparams_from_basicsr(sd: StateDict) -> dict[str, int]:
     # Pixel-unshuffled input: conv_first sees in_ch * f^2 channels. Assume in_ch == out_ch, as in
     # every released model (RGB -> RGB, gray -> gray), which is what makes the factor readable.
     unshuffle = 1
-    for f in (2, 4):
-        if in_total == out_ch * f * f:
-            unshuffle = f
+    if in_ch is not None and in_total % in_ch == 0 and in_total // in_ch in (1, 4, 16):
+        unshuffle = math.isqrt(in_total // in_ch)
+    else:
+        for f in (2, 4):
+            if in_total == out_ch * f * f:
+                unshuffle = f
     in_ch = in_total // (unshuffle * unshuffle)
     body_scale = 2**num_upsample
     if body_scale % unshuffle:

@@ -91,18 +91,20 @@ def _looks_like(sd: StateDict) -> str | None:
 def detect(sd: StateDict, *, source: str = "<memory>", meta: dict[str, str] | None = None) -> tuple[str, str, StateDict, dict[str, Any]]:
     """Return (arch, layout, state dict in the module's own key names, hyperparameters)."""
     meta = meta or {}
+    # Channel counts esrforge wrote into a safetensors header settle what shapes leave open.
+    in_ch, out_ch = (int(meta[k]) if meta.get(k, "").isdigit() else None for k in ("in_ch", "out_ch"))
     try:
         if _has(sd, "model.0.weight", "model.1.sub.0.RDB1.conv1.0.weight"):
             conv = rrdb_arch.original_to_basicsr(sd)
-            return "rrdbnet", "original", conv, rrdb_arch.hparams_from_basicsr(conv)
+            return "rrdbnet", "original", conv, rrdb_arch.hparams_from_basicsr(conv, in_ch=in_ch)
         if _has(sd, "conv_first.weight", "RRDB_trunk.0.RDB1.conv1.weight", "trunk_conv.weight"):
             conv = rrdb_arch.newarch_to_basicsr(sd)
-            return "rrdbnet", "newarch", conv, rrdb_arch.hparams_from_basicsr(conv)
+            return "rrdbnet", "newarch", conv, rrdb_arch.hparams_from_basicsr(conv, in_ch=in_ch)
         if _has(sd, "conv_first.weight", "body.0.rdb1.conv1.weight", "conv_body.weight"):
-            return "rrdbnet", "basicsr", dict(sd), rrdb_arch.hparams_from_basicsr(sd)
+            return "rrdbnet", "basicsr", dict(sd), rrdb_arch.hparams_from_basicsr(sd, in_ch=in_ch)
         if "body.0.weight" in sd and all(re.match(r"^body\.\d+\.(weight|bias)$", k) for k in sd):
             act = meta.get("activation")
-            return "compact", "compact", dict(sd), compact_arch.hparams_from_state_dict(sd, act)
+            return "compact", "compact", dict(sd), compact_arch.hparams_from_state_dict(sd, act, out_ch=out_ch)
     except KeyError as e:
         raise ModelFileError(f"{source}: damaged or unsupported ESRGAN-family layout: {e.args[0]}") from None
     found = _looks_like(sd)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -39,12 +40,19 @@ def metadata(desc: ModelDescriptor, layout: str) -> dict[str, str]:
     return meta
 
 
+def default_layout(desc: ModelDescriptor) -> str:
+    """BasicSR's key names, except for ESRGAN+: other tools (spandrel, so chaiNNer and ComfyUI)
+    know its extra 1x1 convs only under the original release's names and silently drop them
+    under BasicSR-style ones."""
+    return "original" if desc.arch == "rrdbnet" and desc.hparams.get("plus") else "basicsr"
+
+
 def save_model(
     path: str | os.PathLike[str],
     sd: StateDict,
     desc: ModelDescriptor,
     *,
-    layout: str = "basicsr",
+    layout: str | None = None,
     half: bool = False,
     extra_metadata: dict[str, str] | None = None,
 ) -> Path:
@@ -56,6 +64,12 @@ def save_model(
     """
     path = Path(path)
     suffix = path.suffix.lower()
+    layout = layout or default_layout(desc)
+    act = desc.hparams.get("activation")
+    if suffix in PICKLE_SUFFIXES and desc.arch == "compact" and act not in (None, "prelu", "relu"):
+        # Only PReLU has weights; without them every loader (esrforge's too) reads relu.
+        warnings.warn(f"{path}: a .pth file cannot record the {act} activation, and loaders will take it for relu;"
+                      " save as .safetensors to keep it", stacklevel=2)
     out = export_state_dict(sd, desc.arch, layout, half)
     if suffix == ".safetensors":
         from safetensors.torch import save_file
