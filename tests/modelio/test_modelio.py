@@ -185,6 +185,21 @@ def test_non_generators_are_named(tmp_path, keys, expect):
         load_model(tmp_path / "d.pth")
 
 
+@pytest.mark.parametrize("arch, kw, expect", [
+    ("vgg", {}, "a VGG-style discriminator"),
+    ("patchgan", {}, "a PatchGAN discriminator"),
+    ("patchgan", {"spectral_norm": True}, "a PatchGAN discriminator"),
+    ("multiscale_patchgan", {}, "a multi-scale PatchGAN discriminator"),
+    ("unet", {}, "a U-Net discriminator"),
+])
+def test_every_discriminator_esrforge_trains_is_named(tmp_path, arch, kw, expect):
+    from esrforge.archs.discriminators import build_discriminator
+
+    torch.save({"params": build_discriminator(arch, num_feat=8, **kw).state_dict()}, tmp_path / "net_d.pth")
+    with pytest.raises(ModelFileError, match=f"this looks like {expect}.*, not an ESRGAN-family generator"):
+        load_model(tmp_path / "net_d.pth")
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(ModelFileError, match="no such model file"):
         load_model(tmp_path / "nope.pth")

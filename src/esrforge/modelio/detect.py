@@ -79,7 +79,11 @@ def _looks_like(sd: StateDict) -> str | None:
         return "a VGG feature extractor (perceptual-loss network)"
     if _has(sd, "conv0.weight") and any(k.startswith("conv9.") for k in keys):
         return "a U-Net discriminator (Real-ESRGAN UNetDiscriminatorSN)"
-    if "model.0.weight" in sd and sd["model.0.weight"].ndim == 4 and sd["model.0.weight"].shape[-1] == 4:
+    if any(k.startswith("discs.0.model.") for k in keys):
+        return "a multi-scale PatchGAN discriminator"
+    # spectral norm keeps the raw weight as weight_orig
+    first = sd.get("model.0.weight", sd.get("model.0.weight_orig"))
+    if first is not None and first.ndim == 4 and first.shape[-1] == 4:
         return "a PatchGAN discriminator (4x4 convs)"
     if any(re.match(r"^(net_d|discriminator|netD)\.", k) for k in keys):
         return "a discriminator"
