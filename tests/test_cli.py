@@ -138,6 +138,10 @@ def test_recursive_glob_mirrors_the_tree_below_its_fixed_part(tmp_path: Path, ne
     out = tmp_path / "out"
     assert upscale(str(src / "**" / "*.png"), "-o", out, "-m", near4) == 0
     assert files_under(out) == ["a/x.png", "b/deep/y.png", "b/x.png", "top.png"]
+    # A pattern that matches folders takes their images, as the shell-expanded list would.
+    out2 = tmp_path / "out2"
+    assert upscale(str(src / "*"), "-o", out2, "-m", near4) == 0
+    assert files_under(out2) == files_under(out)
 
 
 def test_two_inputs_onto_one_output_are_refused_before_anything_runs(tmp_path: Path, near4: Path, capsys) -> None:

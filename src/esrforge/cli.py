@@ -140,8 +140,10 @@ def collect_inputs(inputs: Sequence[str]) -> list[tuple[Path, Path]]:
         elif glob.has_magic(item):
             # Mirror the tree below the pattern's fixed part: photos/**/*.png -> a/x.png, b/x.png.
             root = Path(*[part for part in itertools.takewhile(lambda q: not glob.has_magic(q), p.parts)] or ["."])
-            matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
-            found += [(m, m.relative_to(root)) for m in matches if m.is_file() and m.suffix.lower() in suffixes]
+            for m in sorted(Path(m) for m in glob.glob(item, recursive=True)):
+                # a matched folder counts as the shell would pass it: its images, recursively
+                files = sorted(f for f in m.rglob("*") if f.is_file()) if m.is_dir() else [m]
+                found += [(f, f.relative_to(root)) for f in files if f.suffix.lower() in suffixes]
         else:
             raise CommandError(f"{item}: no such file or folder")
     return found
