@@ -38,8 +38,8 @@ def make_workspace(root: Path, hr_size: int) -> None:
     torch.save(vgg, root / "vgg19.pth")
 
 
-def rate(cfg_dict: dict, steps: int) -> float:
-    run = setup(load_config(cfg_dict), Path(cfg_dict["name"]), log=lambda m: None)
+def rate(cfg_dict: dict, steps: int, run_dir: Path) -> float:
+    run = setup(load_config(cfg_dict), run_dir, log=lambda m: None)
     bs, hs, s = cfg_dict["data"]["train"]["batch_size"], cfg_dict["data"]["train"]["hr_size"], cfg_dict["scale"]
     g = torch.Generator().manual_seed(0)
     batch = {"lr": torch.rand(bs, 3, hs // s, hs // s, generator=g), "hr": torch.rand(bs, 3, hs, hs, generator=g)}
@@ -66,7 +66,7 @@ def main() -> None:
         root = Path(tmp)
         make_workspace(root, args.hr_size)
         base = {
-            "name": str(root / "run"), "scale": 4, "device": "auto",
+            "name": "run", "scale": 4, "device": "auto",
             "data": {"train": {"hr": [str(root / "hr")], "hr_size": args.hr_size, "batch_size": args.batch, "workers": 0}},
             "generator": {"arch": "rrdbnet", "num_feat": args.num_feat, "num_block": args.num_block, "num_grow_ch": 32},
             "discriminator": {"arch": "vgg", "num_feat": 64},
@@ -91,7 +91,7 @@ def main() -> None:
         ref = None
         for label, prec, cl in paths:
             cfg = dict(base, precision=prec, train={"channels_last": cl, "ema": 0.999})
-            r = rate(cfg, args.steps)
+            r = rate(cfg, args.steps, root / "run")
             ref = ref or r
             print(f"| {label} | {r:.3f} | {r / ref:.2f} |")
 

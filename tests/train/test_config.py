@@ -2,9 +2,10 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from esrforge.cli import main
-from esrforge.train.config import TrainConfig, load_config
+from esrforge.train.config import TrainConfig, config_schema, dump_config, load_config
 from esrforge.train.schema import ConfigError
 
 CONFIGS = sorted((Path(__file__).parents[2] / "configs").rglob("*.yml"))
@@ -106,3 +107,187 @@ def test_bad_config_file_exit_code(tmp_path, capsys):
     assert main(["train", str(p), "--print-config"]) == 1
     err = capsys.readouterr().err
     assert "scale: 5 is not allowed" in err and "data: required" in err
+
+
+def _schema_errors(s, v, path="config"):
+    """The JSON Schema keywords json_schema emits, checked without jsonschema (not a dependency);
+    a keyword this does not know fails the test rather than being skipped."""
+    known = {"type", "properties", "additionalProperties", "required", "enum", "anyOf", "items", "prefixItems",
+             "minItems", "maxItems", "minimum", "maximum", "exclusiveMaximum", "description", "default", "$schema"}
+    assert set(s) <= known, f"{path}: unchecked schema keywords {set(s) - known}"
+    if "anyOf" in s and all(_schema_errors(m, v, path) for m in s["anyOf"]):
+        return [f"{path}: {v!r} matches none of {s['anyOf']}"]
+    t = s.get("type")
+    number = isinstance(v, (int, float)) and not isinstance(v, bool)
+    ok = {"object": isinstance(v, dict), "array": isinstance(v, list), "string": isinstance(v, str), "boolean": isinstance(v, bool),
+          "null": v is None, "number": number, "integer": number and v == int(v), None: True}[t]
+    if not ok:
+        return [f"{path}: {v!r} is not {t}"]
+    if "enum" in s and not any(v == e and isinstance(v, bool) == isinstance(e, bool) for e in s["enum"]):
+        return [f"{path}: {v!r} not in {s['enum']}"]
+    if number and (v < s.get("minimum", v) or v > s.get("maximum", v) or v >= s.get("exclusiveMaximum", v + 1)):
+        return [f"{path}: {v!r} out of bounds"]
+    errs = []
+    if isinstance(v, dict):
+        errs += [f"{path}.{k}: required" for k in s.get("required", []) if k not in v]
+        for k, x in v.items():
+            sub = s.get("properties", {}).get(k, s.get("additionalProperties", {}))
+            errs += [f"{path}.{k}: not allowed"] if sub is False else _schema_errors(sub, x, f"{path}.{k}")
+    if isinstance(v, list):
+        if not s.get("minItems", 0) <= len(v) <= s.get("maxItems", len(v)):
+            return [f"{path}: {len(v)} items"]
+        prefix = s.get("prefixItems", [])
+        for i, x in enumerate(v):
+            errs += _schema_errors(prefix[i] if i < len(prefix) else s.get("items", {}), x, f"{path}[{i}]")
+    return errs
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_example_config_matches_the_json_schema(path):
+    assert _schema_errors(config_schema(), yaml.safe_load(path.read_text(encoding="utf-8"))) == []
+
+
+def test_the_schema_takes_one_value_exactly_where_the_parser_does():
+    props = config_schema()["properties"]
+    string, strings = {"type": "string"}, {"type": "array", "items": {"type": "string"}}
+    train = props["data"]["properties"]["train"]["properties"]
+    assert train["hr"] == {"anyOf": [string, strings]}
+    assert train["lr"]["anyOf"] == [string, strings, {"type": "null"}]  # X | None: flat, not nested
+    assert props["data"]["properties"]["val"]["anyOf"][0]["properties"]["hr"] == {"anyOf": [string, strings]}
+    one = {"type": "integer", "minimum": 1}
+    assert props["schedule"]["properties"]["periods"]["anyOf"] == [one, {"type": "array", "items": one}]
+    beta = {"type": "number", "minimum": 0, "exclusiveMaximum": 1}
+    assert props["optim"]["properties"]["generator"]["properties"]["betas"]["prefixItems"] == [beta, beta]
+    # ... and the parser agrees: one value is a list of one; a pair is never one value
+    cfg = load_config(_minimal(data={"train": {"hr": "x", "lr": "y"}, "val": {"hr": "v"}}, schedule={"type": "multistep", "milestones": 10}))
+    assert (cfg.data.train.hr, cfg.data.train.lr, cfg.data.val.hr, cfg.schedule.milestones) == (["x"], ["y"], ["v"], [10])
+    with pytest.raises(ConfigError, match=r"optim.generator.betas: expected \[float, float\], got 0.9"):
+        load_config(_minimal(optim={"generator": {"betas": 0.9}}))
+    schema = config_schema()
+    assert _schema_errors(schema, _minimal(data={"train": {"hr": "x"}, "val": {"hr": ["v"]}})) == []
+    assert _schema_errors(schema, _minimal(data={"train": {"hr": 5}})) == ["config.data.train.hr: 5 matches none of " + str([string, strings])]
+    assert _schema_errors(schema, _minimal(optim={"generator": {"betas": [1.0, 0.9]}})) == ["config.optim.generator.betas[0]: 1.0 out of bounds"]
+
+
+def test_printed_configs_load_again():
+    """--print-config (and a training state) writes every key, defaults included: they must not trip the checks."""
+    for path in CONFIGS:
+        cfg = load_config(path)
+        assert load_config(yaml.safe_load(dump_config(cfg))) == cfg
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda0", "cuda:x", "CPU", ""])
+def test_device_is_checked(device):
+    with pytest.raises(ConfigError) as e:
+        load_config(_minimal(device=device))
+    assert e.value.problems == [f"device: {device!r} is not allowed (allowed: auto, cpu, cuda, cuda:N, mps)"]
+
+
+def test_device_forms():
+    for device in ("auto", "cpu", "cuda", "cuda:1", "mps"):  # checked, not resolved: no GPU needed
+        assert load_config(_minimal(device=device)).device == device
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "/abs", "a\\b"])
+def test_name_is_one_folder(name):
+    with pytest.raises(ConfigError) as e:
+        load_config(_minimal(name=name))
+    assert e.value.problems == [f"name: {name!r} is not a single folder name (allowed: a non-empty name without / or \\, not . or ..)"]
+    assert load_config(_minimal(name="my run.v2")).name == "my run.v2"
+
+
+def _degradation(value):
+    return _minimal(data={"train": {"hr": "x", "degradation": value}})
+
+
+def test_degradation_is_built_at_load(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as e:
+        load_config(_degradation("realesrgna"))
+    assert e.value.problems == [
+        "data.train.degradation: pipeline 'realesrgna' is neither a preset (bicubic, realesrgan) nor an existing YAML file"
+        f" (a relative path is from the current directory, {tmp_path})"]
+    with pytest.raises(ConfigError) as e:
+        load_config(_degradation([{"type": "jpeg", "quality": [30, 950]}]))
+    assert e.value.problems == ["data.train.degradation: pipeline step 0 (jpeg): field 'quality': [30, 950] is outside the allowed range [1, 100]"]
+    with pytest.raises(ConfigError, match=r"^config: data.train.degradation: inline: expected a list of steps, got int$"):
+        load_config(_degradation(3))
+    for ok in ("bicubic", "realesrgan", [{"type": "jpeg", "quality": [30, 95]}], {"steps": [{"type": "noise", "sigma": 2}]}):
+        assert load_config(_degradation(ok)).data.train.degradation == ok
+
+
+def test_a_degradation_file_is_relative_to_the_current_directory(tmp_path, monkeypatch):
+    """As in training: the current directory, not the config's folder."""
+    (tmp_path / "pipes").mkdir()
+    (tmp_path / "pipes" / "p.yml").write_text("steps:\n  - {type: jpeg, quality: [30, 95]}\n")
+    (tmp_path / "cfg").mkdir()
+    config = tmp_path / "cfg" / "c.yml"
+    config.write_text(yaml.safe_dump(_degradation("pipes/p.yml")))
+    monkeypatch.chdir(tmp_path)
+    assert load_config(config).data.train.degradation == "pipes/p.yml"
+    monkeypatch.chdir(tmp_path / "cfg")
+    with pytest.raises(ConfigError, match=r"data.train.degradation: pipeline 'pipes/p.yml' is neither .* from the current directory, .*cfg\)"):
+        load_config(config)
+    (tmp_path / "pipes" / "p.yml").write_text("steps:\n  - {type: jpg}\n")
+    with pytest.raises(ConfigError, match=r"data.train.degradation: pipeline step 0: unknown type 'jpg'; allowed: blur,"):
+        load_config(_degradation(str(tmp_path / "pipes" / "p.yml")))
+
+
+def test_betas_are_below_one():
+    with pytest.raises(ConfigError) as e:
+        load_config(_minimal(optim={"generator": {"betas": [1.0, 0.99]}, "discriminator": {"betas": [0.9, -0.1]}}))
+    assert e.value.problems == [
+        "optim.generator.betas[0]: 1.0 is outside the allowed range [0, 1)",
+        "optim.discriminator.betas[1]: -0.1 is outside the allowed range [0, 1)",
+    ]
+    assert load_config(_minimal(optim={"generator": {"betas": [0, 0.999]}})).optim.generator.betas == (0.0, 0.999)
+
+
+def test_perceptual_layers_are_vgg19_layers():
+    with pytest.raises(ConfigError) as e:
+        load_config(_minimal(losses={"perceptual": {"layers": {"conv5_5": 1.0, "relu2_2": 1.0, "fc7": 1.0}}}))
+    allowed = "convB_I or reluB_I with B_I in 1_1..1_2, 2_1..2_2, 3_1..3_4, 4_1..4_4, 5_1..5_4; pool1..pool5"
+    assert e.value.problems == [
+        f"losses.perceptual.layers.conv5_5: not a VGG19 layer (allowed: {allowed})",
+        f"losses.perceptual.layers.fc7: not a VGG19 layer (allowed: {allowed})",
+    ]
+    with pytest.raises(ConfigError, match="losses.perceptual.layers: at least one layer is needed"):
+        load_config(_minimal(losses={"perceptual": {"layers": {}}}))
+    layers = {"conv1_1": 0.1, "relu3_4": 1.0, "pool4": 1.0, "conv5_4": 1.0}
+    assert load_config(_minimal(losses={"perceptual": {"layers": layers, "pre_activation": False}})).losses.perceptual.layers == layers
+
+
+def test_schedule_keys_must_apply_to_its_type():
+    with pytest.raises(ConfigError) as e:
+        load_config(_minimal(schedule={"milestones": [10, 20], "gamma": 0.1}))
+    assert e.value.problems == [
+        "schedule.milestones: a multistep key, not used by type constant (allowed with constant: warmup)",
+        "schedule.gamma: a multistep key, not used by type constant (allowed with constant: warmup)",
+    ]
+    with pytest.raises(ConfigError) as e:
+        load_config(_minimal(schedule={"type": "multistep", "milestones": [10], "periods": [5], "restart_weights": [1], "eta_min": 0}))
+    rule = "not used by type multistep (allowed with multistep: milestones, gamma, warmup)"
+    assert e.value.problems == [f"schedule.{k}: a cosine_restarts key, {rule}" for k in ("periods", "restart_weights", "eta_min")]
+    with pytest.raises(ConfigError, match=r"^config: schedule.gamma: a multistep key, not used by type cosine_restarts "
+                                          r"\(allowed with cosine_restarts: periods, restart_weights, eta_min, warmup\)$"):
+        load_config(_minimal(schedule={"type": "cosine_restarts", "periods": [5], "gamma": 0.1}))
+    # keys left at their defaults are not "given": a printed config names them all
+    for schedule in ({"warmup": 3, "gamma": 0.5, "eta_min": 1e-7, "milestones": [], "periods": []},
+                     {"type": "multistep", "milestones": [10], "restart_weights": []},
+                     {"type": "cosine_restarts", "periods": [5], "warmup": 2}):
+        load_config(_minimal(schedule=schedule))
+
+
+def test_schedule_values():
+    with pytest.raises(ConfigError) as e:
+        load_config(_minimal(schedule={"type": "cosine_restarts", "periods": [0, -3, 5], "restart_weights": [1, -1, 1]}))
+    assert e.value.problems == [
+        "schedule.periods[0]: 0 is outside the allowed range [1, ]",
+        "schedule.periods[1]: -3 is outside the allowed range [1, ]",
+        "schedule.restart_weights[1]: -1.0 is outside the allowed range [0, ]",
+    ]
+    with pytest.raises(ConfigError, match=r"^config: schedule.milestones\[0\]: 0 is outside the allowed range \[1, \]$"):
+        load_config(_minimal(schedule={"type": "multistep", "milestones": [0, 10]}))
+    for ms in ([10, 10], [20, 10]):
+        with pytest.raises(ConfigError, match=rf"^config: schedule.milestones: \[{ms[0]}, {ms[1]}\] must be strictly increasing$"):
+            load_config(_minimal(schedule={"type": "multistep", "milestones": ms}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +27,21 @@ class TrainData:
     channels: Literal[1, 3, 4] = 3
     augment: bool = True
     repeat: int = bounded(1, lo=1, doc="times each image is drawn per epoch, each with its own random crop (small sets of large images)")
+
+    def check(self) -> Problems:
+        if self.degradation is None:
+            return []
+        from esrforge.data.pipeline import load_pipeline  # imports torch: only when a pipeline is set
+
+        # Built exactly as training builds it (a relative file path is from the current directory),
+        # so a typo stops the run here, with its field path, and not at the first batch.
+        try:
+            load_pipeline(self.degradation)
+        except (ValueError, OSError) as e:  # PipelineError, or a file that cannot be read
+            d = self.degradation
+            missing = isinstance(d, str) and not Path(d).is_absolute() and not Path(d).exists()
+            return [("degradation", str(e) + (f" (a relative path is from the current directory, {Path.cwd()})" if missing else ""))]
+        return []
 
 
 @dataclass
@@ -122,6 +138,20 @@ class PerceptualLossCfg:
     pre_activation: bool = True
     vgg_weights: str | None = None
 
+    def check(self) -> Problems:
+        import torch
+
+        from esrforge.losses.perceptual import vgg19_layers
+
+        with torch.device("meta"):  # the layer names only: no weights allocated
+            _, names = vgg19_layers()
+        if not self.layers:
+            return [("layers", "at least one layer is needed")]
+        last = {n[4]: n[4:] for n in names if n.startswith("conv")}  # block -> its last conv, "5_4"
+        ranges = ", ".join(f"{b}_1..{i}" for b, i in last.items())
+        allowed = f"convB_I or reluB_I with B_I in {ranges}; pool1..pool{len(last)}"
+        return [(f"layers.{k}", f"not a VGG19 layer (allowed: {allowed})") for k in self.layers if k not in names]
+
 
 @dataclass
 class GanLossCfg:
@@ -147,7 +177,7 @@ class Losses:
 class OptimCfg:
     type: Literal["adam", "adamw"] = "adam"
     lr: float = bounded(1e-4, lo=0)
-    betas: tuple[float, float] = (0.9, 0.99)
+    betas: tuple[float, float] = bounded((0.9, 0.99), lo=0, hi=1, open_hi=True)  # torch refuses a beta of 1
     weight_decay: float = bounded(0.0, lo=0)
 
 
@@ -162,23 +192,39 @@ class Schedule:
     """Learning-rate schedule, applied to both optimizers."""
 
     type: Literal["constant", "multistep", "cosine_restarts"] = "constant"
-    milestones: list[int] = bounded([], doc="multistep: iterations where lr *= gamma")
-    gamma: float = bounded(0.5, lo=0)
-    periods: list[int] = bounded([], doc="cosine_restarts: length of each cycle")
-    restart_weights: list[float] = bounded([], doc="cosine_restarts: lr multiplier at each restart")
-    eta_min: float = bounded(1e-7, lo=0)
-    warmup: int = bounded(0, lo=0, doc="iterations of linear warmup")
+    milestones: list[int] = bounded([], lo=1, doc="multistep: iterations where lr *= gamma")
+    gamma: float = bounded(0.5, lo=0, doc="multistep: lr multiplier at each milestone")
+    periods: list[int] = bounded([], lo=1, doc="cosine_restarts: length of each cycle")
+    restart_weights: list[float] = bounded([], lo=0, doc="cosine_restarts: lr multiplier at each restart")
+    eta_min: float = bounded(1e-7, lo=0, doc="cosine_restarts: lr multiplier at the bottom of each cycle")
+    warmup: int = bounded(0, lo=0, doc="iterations of linear warmup (every type)")
 
     def check(self) -> Problems:
         out: Problems = []
+        # A key of another type would be silently ignored. Resolved configs (--print-config,
+        # training states) carry every key, so only values that differ from the default count.
+        mine = _SCHEDULE_KEYS[self.type] + ("warmup",)
+        default = Schedule()
+        for kind, keys in _SCHEDULE_KEYS.items():
+            for k in keys:
+                if k not in mine and getattr(self, k) != getattr(default, k):
+                    allowed = f"allowed with {self.type}: {', '.join(mine)}"
+                    out.append((k, f"a {kind} key, not used by type {self.type} ({allowed})"))
         if self.type == "cosine_restarts":
             if not self.periods:
                 out.append(("periods", "required for cosine_restarts"))
             elif self.restart_weights and len(self.restart_weights) != len(self.periods):
                 out.append(("restart_weights", f"needs one weight per period ({len(self.periods)})"))
-        if self.type == "multistep" and sorted(self.milestones) != self.milestones:
-            out.append(("milestones", "must be increasing"))
+        if self.type == "multistep" and any(a >= b for a, b in zip(self.milestones, self.milestones[1:])):
+            out.append(("milestones", f"{self.milestones} must be strictly increasing"))
         return out
+
+
+_SCHEDULE_KEYS = {
+    "constant": (),
+    "multistep": ("milestones", "gamma"),
+    "cosine_restarts": ("periods", "restart_weights", "eta_min"),
+}
 
 
 @dataclass
@@ -220,6 +266,12 @@ class TrainConfig:
 
     def check(self) -> Problems:
         out: Problems = []
+        # The run folder is runs/<name>: one folder, never a path out of runs/.
+        if not self.name or self.name in (".", "..") or any(c in self.name for c in "/\\"):
+            allowed = "a non-empty name without / or \\, not . or .."
+            out.append(("name", f"{self.name!r} is not a single folder name (allowed: {allowed})"))
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
+            out.append(("device", f"{self.device!r} is not allowed (allowed: auto, cpu, cuda, cuda:N, mps)"))
         if self.data.train.hr_size % self.scale:
             out.append(("data.train.hr_size", f"{self.data.train.hr_size} is not a multiple of scale {self.scale}"))
         if self.losses.gan is not None and self.discriminator is None:

@@ -3,7 +3,7 @@
 `parse(cls, data)` builds a dataclass tree from plain YAML data. It rejects unknown keys, checks
 types, allowed values (Literal) and bounds (field metadata lo/hi), and reports *all* problems at
 once, each as `path.to.field: what is wrong (allowed: ...)`. `json_schema(cls)` describes the same
-tree for editor completion.
+tree for editor completion; a config the parser accepts validates against it.
 """
 
 from __future__ import annotations
@@ -22,14 +22,29 @@ class ConfigError(ValueError):
         super().__init__(head + (":\n  " if len(problems) > 1 else ": ") + "\n  ".join(problems))
 
 
-def bounded(default: Any = dataclasses.MISSING, *, lo: float | None = None, hi: float | None = None, doc: str = "", **kw: Any) -> Any:
-    """A dataclass field with numeric bounds and a description."""
-    meta = {"lo": lo, "hi": hi, "doc": doc}
+def bounded(
+    default: Any = dataclasses.MISSING,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    open_hi: bool = False,
+    doc: str = "",
+    **kw: Any,
+) -> Any:
+    """A dataclass field with numeric bounds (`open_hi`: hi itself is excluded) and a description.
+
+    On a list or tuple field the bounds apply to each item."""
+    meta = {"lo": lo, "hi": hi, "open_hi": open_hi, "doc": doc}
     if default is dataclasses.MISSING:
         return dataclasses.field(metadata=meta, **kw)
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta, **kw)
+
+
+def _one_for_list(item: Any) -> bool:
+    """List fields that also take a single value (`hr: path` = `hr: [path]`); json_schema says so too."""
+    return item in (str, int, float)
 
 
 def _type_name(tp: Any) -> str:
@@ -85,7 +100,7 @@ class _Parser:
             return None
         if origin is list:
             (item,) = get_args(tp)
-            if isinstance(data, (str, int, float)) and not isinstance(data, bool) and get_args(item) == () and item in (str, int, float):
+            if isinstance(data, (str, int, float)) and not isinstance(data, bool) and _one_for_list(item):
                 data = [data]  # one value where a list is allowed: hr: path -> [path]
             if not isinstance(data, list):
                 self.fail(path, f"expected a list of {_type_name(item)}, got {data!r}")
@@ -115,9 +130,9 @@ class _Parser:
                 self.fail(path, f"expected {'a whole number' if tp is int else 'a number'}, got {data!r}")
                 return data
             data = tp(data)
-            lo, hi = (meta or {}).get("lo"), (meta or {}).get("hi")
-            if (lo is not None and data < lo) or (hi is not None and data > hi):
-                rng = f"[{'' if lo is None else lo}, {'' if hi is None else hi}]"
+            lo, hi, open_hi = (meta or {}).get("lo"), (meta or {}).get("hi"), (meta or {}).get("open_hi")
+            if (lo is not None and data < lo) or (hi is not None and (data >= hi if open_hi else data > hi)):
+                rng = f"[{'' if lo is None else lo}, {'' if hi is None else hi}{')' if open_hi else ']'}"
                 self.fail(path, f"{data} is outside the allowed range {rng}")
             return data
         if tp is str:
@@ -203,10 +218,12 @@ def json_schema(cls: type) -> dict[str, Any]:
         if origin is Literal:
             return {"enum": list(get_args(tp))}
         if origin in (Union, types.UnionType):
-            return {"anyOf": [of(a, meta) for a in get_args(tp)]}
+            members = [of(a, meta) for a in get_args(tp)]  # nested anyOf (X | None, X a list) spliced in
+            return {"anyOf": [m for s in members for m in (s["anyOf"] if list(s) == ["anyOf"] else [s])]}
         if origin is list:
             (item,) = get_args(tp)
-            return {"type": "array", "items": of(item, meta)}
+            array = {"type": "array", "items": of(item, meta)}
+            return {"anyOf": [of(item, meta), array]} if _one_for_list(item) else array
         if origin is tuple:
             args = get_args(tp)
             return {"type": "array", "prefixItems": [of(a, meta) for a in args], "minItems": len(args), "maxItems": len(args)}
@@ -222,7 +239,7 @@ def json_schema(cls: type) -> dict[str, Any]:
             if meta.get("lo") is not None:
                 out["minimum"] = meta["lo"]
             if meta.get("hi") is not None:
-                out["maximum"] = meta["hi"]
+                out["exclusiveMaximum" if meta.get("open_hi") else "maximum"] = meta["hi"]
         return out
 
     schema = of(cls)
