@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import tracemalloc
 import zlib
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from esrforge.images import ImageError, apply_orientation, exif_orientation, read_image, write_image
+from esrforge import images
+from esrforge.images import IMAGE_SUFFIXES, ImageError, apply_orientation, exif_orientation, read_image, write_image
 from esrforge.modelio import files as model_files
 
 from tests.conftest import photo_like
@@ -84,6 +86,38 @@ def png_with_exif(img: np.ndarray, exif_body: bytes) -> bytes:
     ihdr_end = 8 + 12 + struct.unpack(">I", data[8:12])[0]
     assert data[12:16] == b"IHDR"
     return data[:ihdr_end] + png_chunk(b"eXIf", exif_body) + data[ihdr_end:]
+
+
+# How a camera stores an upright image U under each EXIF orientation: displaying STORED[o](U)
+# with orientation o gives U back.
+STORED = {
+    1: lambda u: u,
+    2: lambda u: u[:, ::-1],
+    3: lambda u: u[::-1, ::-1],
+    4: lambda u: u[::-1],
+    5: lambda u: u.swapaxes(0, 1),  # transpose: its own inverse
+    6: lambda u: np.rot90(u, 1),  # camera turned clockwise: stored counter-clockwise
+    7: lambda u: u[::-1, ::-1].swapaxes(0, 1),  # transverse: its own inverse
+    8: lambda u: np.rot90(u, -1),
+}
+
+
+def tiff_with_orientation(img: np.ndarray, orientation: int) -> bytes:
+    """cv2's TIFF of `img` (RGB or gray) plus an Orientation tag: IFD0 is rewritten at the file's end."""
+    ok, buf = cv2.imencode(".tiff", img if img.shape[2] == 1 else img[..., [2, 1, 0, 3][: img.shape[2]]])
+    assert ok
+    data = buf.tobytes()
+    assert data[:4] == b"II*\x00"
+    (ifd,) = struct.unpack("<I", data[4:8])
+    (n,) = struct.unpack("<H", data[ifd : ifd + 2])
+    entries = [data[ifd + 2 + 12 * i : ifd + 14 + 12 * i] for i in range(n)]
+    entries = [e for e in entries if e[:2] != b"\x12\x01"]  # drop any Orientation cv2 wrote
+    entries.append(struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0))
+    entries.sort(key=lambda e: struct.unpack("<H", e[:2])[0])  # TIFF wants tags in ascending order
+    next_ifd = data[ifd + 2 + 12 * n : ifd + 6 + 12 * n]
+    data += b"\x00" * (len(data) % 2)  # an IFD starts on a word boundary
+    new_ifd = struct.pack("<H", len(entries)) + b"".join(entries) + next_ifd
+    return data[:4] + struct.pack("<I", len(data)) + data[8:] + new_ifd
 
 
 def partials(folder: Path) -> list[Path]:
@@ -177,6 +211,18 @@ def test_rgba_png_round_trip_keeps_alpha_and_order(tmp_path: Path, dtype) -> Non
     np.testing.assert_array_equal(raw[..., [2, 1, 0, 3]], img)
 
 
+@pytest.mark.parametrize("ext", [".tif", ".tiff"])
+@pytest.mark.parametrize("c", [1, 3])
+def test_float32_tiff_round_trip_keeps_float(tmp_path: Path, ext: str, c: int) -> None:
+    img = np.random.default_rng(0).random((9, 13, c), dtype=np.float32)
+    img[0, 0] = 1 / 3  # not a multiple of 1/255: an 8-bit detour would change it
+    path = tmp_path / f"f{ext}"
+    write_image(path, img)
+    back = read_image(path)
+    assert back.dtype == np.float32 and back.shape == img.shape
+    np.testing.assert_array_equal(back, img)
+
+
 def test_float32_is_written_as_8bit(tmp_path: Path) -> None:
     img = np.array([[[0.0, 0.5, 1.0], [-1.0, 2.0, 0.25]]], np.float32)
     path = tmp_path / "f.png"
@@ -219,14 +265,13 @@ def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "name, img",
     [
-        ("deep.jpg", photo_like(8, 8, dtype=np.uint16)),
-        ("deep.webp", photo_like(8, 8, dtype=np.uint16)),
-        ("deep.bmp", photo_like(8, 8, dtype=np.uint16)),
         ("alpha.jpg", photo_like(8, 8, c=4)),
+        ("alpha16.jpg", photo_like(8, 8, c=4, dtype=np.uint16)),
         ("alpha.jpeg", photo_like(8, 8, c=4)),
         ("alpha.bmp", photo_like(8, 8, c=4)),
         ("noext", photo_like(8, 8)),
         ("odd.xyz", photo_like(8, 8)),
+        ("wide.jpg", np.zeros((8, 70000, 3), np.uint8)),  # over JPEG's 65500 px: OpenCV refuses
     ],
 )
 def test_unencodable_write_raises_and_leaves_nothing(tmp_path: Path, name: str, img: np.ndarray) -> None:
@@ -242,9 +287,100 @@ def test_refused_write_keeps_existing_file(tmp_path: Path) -> None:
     write_image(path, photo_like(8, 8))
     before = path.read_bytes()
     with pytest.raises(ImageError):
-        write_image(path, photo_like(8, 8, dtype=np.uint16))
+        write_image(path, photo_like(8, 8, c=4))
     assert path.read_bytes() == before
     assert partials(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "ext, c",  # alpha into jpg/bmp stays refused: test_unencodable_write_raises_and_leaves_nothing
+    [(ext, c) for ext in (".jpg", ".jpeg", ".webp", ".bmp") for c in (1, 3, 4) if c < 4 or ext == ".webp"],
+)
+def test_16bit_into_8bit_format_is_converted(tmp_path: Path, ext: str, c: int) -> None:
+    """As an image editor's "save as JPEG": round(x / 257), not an error."""
+    img = photo_like(16, 24, c=c, dtype=np.uint16)
+    img[0, :4, 0] = [0, 128, 129, 65535]  # around a rounding boundary: 128/257 < 0.5 < 129/257
+    orig = img.copy()
+    path = tmp_path / f"deep{ext}"
+    write_image(path, img, quality=101 if ext == ".webp" else 95)  # WebP: lossless above 100
+    np.testing.assert_array_equal(img, orig)  # the caller's array is untouched
+    want = np.round(orig / 257).astype(np.uint8)
+    assert want[0, :4, 0].tolist() == [0, 0, 1, 255]
+    # The same file as writing those 8-bit values, lossy JPEG included.
+    write_image(tmp_path / f"want{ext}", want, quality=101 if ext == ".webp" else 95)
+    assert path.read_bytes() == (tmp_path / f"want{ext}").read_bytes()
+    if ext != ".jpg" and ext != ".jpeg":
+        back = read_image(path)
+        assert back.dtype == np.uint8
+        np.testing.assert_array_equal(back[..., :c], want)  # (WebP has no gray: it comes back RGB)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_write_leaves_callers_array_unchanged(tmp_path: Path, dtype) -> None:
+    img = photo_like(8, 8, c=4) if dtype == np.uint8 else photo_like(8, 8, c=4, dtype=np.uint16)
+    if dtype == np.float32:
+        img = img.astype(np.float32) / 65535
+    orig = img.copy()
+    write_image(tmp_path / "a.webp", img)
+    write_image(tmp_path / "a.png", img)
+    np.testing.assert_array_equal(img, orig)
+
+
+def test_write_peak_memory_is_the_bgr_copy_only(tmp_path: Path) -> None:
+    """OpenCV encodes straight into the file: no copy of the encoded image in memory, let alone two.
+
+    tracemalloc sees numpy's allocations (the BGR copy, an imencode result, bytes), not OpenCV's own.
+    """
+    img = np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)  # noise: PNG ~ raw size
+    path = tmp_path / "big.png"
+    write_image(path, img)  # warm up: imports, codec tables
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        write_image(path, img)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert path.stat().st_size > 0.9 * img.nbytes  # so that a copy of the file would show
+    assert peak <= img.nbytes + 64 * 1024, (peak, img.nbytes)
+
+
+@pytest.mark.parametrize("ext", IMAGE_SUFFIXES)
+def test_write_does_not_encode_in_memory(tmp_path: Path, monkeypatch, ext: str) -> None:
+    # Also shows that each format's completeness check accepts what OpenCV writes.
+    def no_imencode(*args, **kwargs):
+        raise AssertionError("imencode called")
+
+    monkeypatch.setattr(images.cv2, "imencode", no_imencode)
+    img = photo_like(13, 21)  # odd sizes: BMP row padding, RIFF padding
+    write_image(tmp_path / f"a{ext}", img, quality=101 if ext == ".webp" else 95)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"a{ext}"]
+    assert read_image(tmp_path / f"a{ext}").shape == img.shape
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".webp", ".bmp"])
+@pytest.mark.parametrize("failure", ["short", "refused"])
+def test_write_falls_back_to_encoding_in_memory(tmp_path: Path, monkeypatch, ext: str, failure: str) -> None:
+    """A file OpenCV left short (its unchecked final flush failed) or could not open (a non-ASCII
+    path on Windows) is not published; the in-memory encoder writes it instead."""
+    real = cv2.imwrite
+
+    def imwrite(name, img, params):
+        if failure == "refused":
+            return False
+        assert real(name, img, params)
+        with open(name, "r+b") as f:
+            f.truncate(Path(name).stat().st_size - 1)
+        return True
+
+    monkeypatch.setattr(images.cv2, "imwrite", imwrite)
+    img = photo_like(12, 20)
+    path = tmp_path / f"a{ext}"
+    write_image(path, img, quality=101 if ext == ".webp" else 95)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+    params = [cv2.IMWRITE_WEBP_QUALITY, 101] if ext == ".webp" else [cv2.IMWRITE_JPEG_QUALITY, 95]
+    ok, buf = cv2.imencode(ext, cv2.cvtColor(img, cv2.COLOR_RGB2BGR), params)
+    assert ok and path.read_bytes() == buf.tobytes()  # the whole file, as the in-memory encoder makes it
 
 
 def test_failure_while_writing_keeps_old_file_and_no_partial(tmp_path: Path, monkeypatch) -> None:
@@ -280,6 +416,17 @@ def test_truncated_png_raises_image_error(tmp_path: Path, keep: float) -> None:
     data = buf.tobytes()
     path = tmp_path / "cut.png"
     path.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(ImageError) as exc:
+        read_image(path)
+    assert str(path) in str(exc.value)
+
+
+def test_png_over_opencv_pixel_limit_raises_image_error(tmp_path: Path) -> None:
+    """OpenCV raises cv2.error (not None) for such a header; a folder run must go on past it."""
+    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)  # 10^10 px RGB, over the 2^30 limit
+    path = tmp_path / "bomb.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(b"\x00" * 100))
+                     + png_chunk(b"IEND", b""))
     with pytest.raises(ImageError) as exc:
         read_image(path)
     assert str(path) in str(exc.value)
@@ -346,6 +493,59 @@ def test_png_exif_chunk_orientation(tmp_path: Path, prefix: bytes) -> None:
     np.testing.assert_array_equal(back, np.rot90(img, -1))
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("dtype, c", [(np.uint8, 3), (np.uint16, 3), (np.uint8, 1), (np.uint16, 4)])
+def test_tiff_orientation_is_applied_once(tmp_path: Path, orientation: int, dtype, c: int) -> None:
+    # Whether OpenCV turns TIFFs upright itself under IMREAD_UNCHANGED depends on its version
+    # (5 does, 4 does not); either way the result must be upright exactly once.
+    upright = photo_like(12, 20, c=c, dtype=dtype)
+    data = tiff_with_orientation(np.ascontiguousarray(STORED[orientation](upright)), orientation)
+    assert exif_orientation(data) == orientation
+    path = tmp_path / f"o{orientation}.tif"
+    path.write_bytes(data)
+    back = read_image(path)
+    assert back.dtype == dtype and back.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(back, upright)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_tiff_orientation_probe_file_is_a_valid_tiff(orientation: int) -> None:
+    # The probe decides by decoding this file; a broken one would silently say "OpenCV does not".
+    stored = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    got = cv2.imdecode(np.frombuffer(images._tiny_tiff(stored, orientation), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert got is not None
+    assert np.array_equal(got, stored) or np.array_equal(got, apply_orientation(stored, orientation))
+    assert images._opencv_orients_tiff(orientation) == (not np.array_equal(got, stored))
+
+
+def tiff_orientation_reset_to_1(buf: np.ndarray) -> np.ndarray:
+    """The same TIFF with IFD0's Orientation set to 1: what a decoder that ignores the tag sees."""
+    data = bytearray(buf.tobytes())
+    if data[:4] == b"II*\x00":
+        (ifd,) = struct.unpack_from("<I", data, 4)
+        (n,) = struct.unpack_from("<H", data, ifd)
+        for off in range(ifd + 2, ifd + 2 + 12 * n, 12):
+            if struct.unpack_from("<H", data, off)[0] == 0x0112:
+                struct.pack_into("<H", data, off + 8, 1)
+    return np.frombuffer(data, np.uint8)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_tiff_orientation_with_an_opencv_that_ignores_it(tmp_path: Path, monkeypatch, orientation: int) -> None:
+    # OpenCV 4 returns IMREAD_UNCHANGED TIFFs as stored; then esrforge must turn them itself.
+    real = cv2.imdecode
+    monkeypatch.setattr(images.cv2, "imdecode", lambda buf, flags: real(tiff_orientation_reset_to_1(buf), flags))
+    images._opencv_orients_tiff.cache_clear()  # the probe must see the patched decoder
+    try:
+        upright = photo_like(12, 20)
+        path = tmp_path / f"o{orientation}.tif"
+        path.write_bytes(tiff_with_orientation(np.ascontiguousarray(STORED[orientation](upright)), orientation))
+        np.testing.assert_array_equal(read_image(path), upright)
+        assert not images._opencv_orients_tiff(orientation)
+    finally:
+        images._opencv_orients_tiff.cache_clear()  # and later tests the real one
+
+
 def test_png_without_exif_chunk_is_orientation_1() -> None:
     ok, buf = cv2.imencode(".png", quadrants_image())
     assert exif_orientation(buf.tobytes()) == 1
@@ -359,15 +559,5 @@ def test_exif_orientation_tolerates_short_or_odd_data(data: bytes) -> None:
 def test_apply_orientation_all_eight_are_inverse_of_exif_transforms() -> None:
     # Upright image U; a camera stores S such that displaying S with orientation o gives U.
     u = np.arange(2 * 3).reshape(2, 3)
-    stored = {
-        1: u,
-        2: u[:, ::-1],
-        3: u[::-1, ::-1],
-        4: u[::-1],
-        5: u.T,  # transpose: its own inverse
-        6: np.rot90(u, 1),  # camera turned clockwise: stored counter-clockwise
-        7: u[::-1, ::-1].T,  # transverse: its own inverse
-        8: np.rot90(u, -1),
-    }
-    for o, s in stored.items():
-        np.testing.assert_array_equal(apply_orientation(s, o), u, err_msg=f"orientation {o}")
+    for o, store in STORED.items():
+        np.testing.assert_array_equal(apply_orientation(store(u), o), u, err_msg=f"orientation {o}")

@@ -1,11 +1,13 @@
 """Image files in and out: 8/16-bit, gray, RGB, RGBA, EXIF orientation, atomic writes.
 
-Arrays are H x W x C in RGB(A) order, dtype uint8 or uint16 (float32 in [0, 1] is accepted on
-write). Files are read and written through bytes so that non-ASCII paths work everywhere.
+Arrays are H x W x C in RGB(A) order, dtype uint8 or uint16; float32 in [0, 1] is accepted on
+write and read back from float TIFFs. Files are read through bytes so that non-ASCII paths work
+everywhere; writes fall back to bytes where OpenCV cannot open the path itself.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from pathlib import Path
@@ -13,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from esrforge.modelio.files import atomic_write_bytes
+from esrforge.modelio.files import atomic_save
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tiff"}
@@ -30,7 +32,10 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
         raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except cv2.error as e:  # e.g. a header declaring more pixels than OpenCV allows
+        raise ImageError(f"{path}: not a readable image ({_cv2_reason(e)})") from None
     if img is None:
         raise ImageError(f"{path}: not a readable image (corrupt or unsupported format)")
     if img.dtype not in (np.uint8, np.uint16):
@@ -46,41 +51,146 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
     elif img.shape[2] == 2:  # gray + alpha: expand so alpha handling is uniform
         img = np.concatenate([np.repeat(img[:, :, :1], 3, axis=2), img[:, :, 1:]], axis=2)
-    img = apply_orientation(img, exif_orientation(data.tobytes()))
-    return np.ascontiguousarray(img)
+    orientation = exif_orientation(data.tobytes())
+    if data[:4].tobytes() in _TIFF_MAGIC and _opencv_orients_tiff(orientation):
+        orientation = 1  # OpenCV has already turned it upright
+    return np.ascontiguousarray(apply_orientation(img, orientation))
+
+
+def _cv2_reason(e: cv2.error) -> str:
+    why = str(getattr(e, "err", "") or str(e).strip().splitlines()[0])
+    if "CV_IO_MAX_IMAGE" in why:  # the failed check reads like "pixels <= CV_IO_MAX_IMAGE_PIXELS"
+        return f"size over OpenCV's limit: {why}; see OPENCV_IO_MAX_IMAGE_PIXELS"
+    return f"OpenCV: {why}"
 
 
 def write_image(path: str | os.PathLike[str], img: np.ndarray, *, quality: int = 95) -> None:
-    """Encode by the file's extension and write atomically (temporary name, then rename)."""
+    """Encode by the file's extension and write atomically (temporary name, then rename).
+
+    float32 stays float in TIFF and becomes 8-bit elsewhere; 16-bit becomes 8-bit in formats
+    without 16-bit samples (JPEG, WebP, BMP). Alpha into JPEG or BMP is an ImageError.
+    """
     path = Path(path)
     ext = path.suffix.lower()
     if ext not in IMAGE_SUFFIXES:
         raise ImageError(f"{path}: unknown image format {ext or '(no extension)'}")
-    if img.dtype == np.float32:
-        img = (np.clip(img, 0, 1) * 255.0 + 0.5).astype(np.uint8)
     channels = 1 if img.ndim == 2 else img.shape[2]
-    if img.dtype == np.uint16 and ext in (".jpg", ".jpeg", ".webp", ".bmp"):
-        raise ImageError(f"{path}: {ext} cannot store 16-bit samples; use png or tiff")
     if channels == 4 and ext in (".jpg", ".jpeg", ".bmp"):
         raise ImageError(f"{path}: {ext} cannot store an alpha channel; use png, webp or tiff")
+    own = False  # whether `img` is our own copy, which may then be converted in place
+    if img.dtype == np.float32 and ext not in (".tif", ".tiff"):  # TIFF stores 32-bit float as is
+        f = np.clip(img, 0, 1)
+        f *= 255.0
+        f += 0.5
+        img, own = f.astype(np.uint8), True
+    elif img.dtype == np.uint16 and ext in (".jpg", ".jpeg", ".webp", ".bmp"):
+        # As an editor's "save as JPEG" does: round(x / 257). OpenCV converts without a float
+        # copy of the whole image (x / 257 is never a tie, so its rounding is exact).
+        img, own = cv2.convertScaleAbs(img, alpha=1 / 257).reshape(img.shape), True
+    # OpenCV encodes BGR(A). The caller's array must not change, so this is a copy unless the
+    # depth conversion above already made one.
     if channels == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR, dst=img if own else None)
     elif channels == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_RGBA2BGRA)
+        img = cv2.cvtColor(img, cv2.COLOR_RGBA2BGRA, dst=img if own else None)
     params: list[int] = []
     if ext in (".jpg", ".jpeg"):
         params = [cv2.IMWRITE_JPEG_QUALITY, quality]
     elif ext == ".webp":
         params = [cv2.IMWRITE_WEBP_QUALITY, quality]
-    ok, buf = cv2.imencode(ext, img, params)
-    if not ok:
-        raise ImageError(f"{path}: encoding as {ext} failed")
-    atomic_write_bytes(path, buf.tobytes())
+
+    def encode_into(tmp: str) -> None:
+        # cv2.imwrite encodes straight into the file: imencode would hold the encoded image in
+        # memory twice (OpenCV's buffer, then its numpy copy). OpenCV picks the encoder by the
+        # extension, so it writes to the temporary name plus `ext`, renamed once complete.
+        named = tmp + ext
+        try:
+            try:
+                ok = cv2.imwrite(named, img, params) and _ends_whole(named, ext)
+            except cv2.error:
+                ok = False
+            if ok:
+                os.replace(named, tmp)
+                return
+        finally:
+            Path(named).unlink(missing_ok=True)
+        # OpenCV could not open the name (non-ASCII paths on Windows), could not encode, or left
+        # the file short: encode in memory, which raises the real error if there is one.
+        try:
+            ok, buf = cv2.imencode(ext, img, params)
+        except cv2.error as e:  # e.g. larger than the format allows (older OpenCV raises)
+            raise ImageError(f"{path}: encoding as {ext} failed ({_cv2_reason(e)})") from None
+        if not ok:
+            raise ImageError(f"{path}: encoding as {ext} failed")
+        buf.tofile(tmp)  # the array itself: buf.tobytes() would be another copy of the file
+
+    atomic_save(path, encode_into)
+
+
+def _ends_whole(name: str, ext: str) -> bool:
+    """Whether a file cv2.imwrite wrote ends as its format requires.
+
+    OpenCV ignores fclose()'s result, so a failed final flush (disk full) would pass for success.
+    libtiff writes unbuffered and checks each write, so TIFF needs no check here.
+    """
+    size = os.path.getsize(name)
+    with open(name, "rb") as f:
+        head = f.read(8)
+        f.seek(max(0, size - 12))
+        tail = f.read()
+    if ext == ".png":
+        return tail == b"\0\0\0\0IEND\xaeB`\x82"
+    if ext in (".jpg", ".jpeg"):
+        return tail[-2:] == b"\xff\xd9"
+    if ext == ".webp":  # RIFF header: the size of what follows it
+        return len(head) == 8 and struct.unpack("<I", head[4:])[0] + 8 == size
+    if ext == ".bmp":  # BITMAPFILEHEADER: the file's size
+        return len(head) == 8 and struct.unpack("<I", head[2:6])[0] == size
+    return size > 0
 
 
 # --- EXIF orientation -------------------------------------------------------------------------
-# OpenCV only applies EXIF orientation when it also converts depth/channels, so alpha and 16-bit
-# reads (IMREAD_UNCHANGED) come back unrotated. We read the tag ourselves.
+# OpenCV applies EXIF orientation to JPEG, PNG and WebP only when it also converts depth/channels,
+# so IMREAD_UNCHANGED reads (alpha, 16-bit) come back unrotated: we read the tag ourselves. TIFF
+# depends on the OpenCV version: see _opencv_orients_tiff.
+
+
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
+
+
+def _tiny_tiff(pixels: np.ndarray, orientation: int) -> bytes:
+    """An uncompressed 8-bit grayscale baseline TIFF of `pixels` with an Orientation tag."""
+    h, w = pixels.shape
+    body = pixels.astype(np.uint8).tobytes()
+    n = 10
+    data_at = 8 + 2 + 12 * n + 4  # header, entry count, entries, next-IFD offset
+    tags = [  # (tag, type: 3 SHORT / 4 LONG, value), in ascending tag order as TIFF requires
+        (256, 3, w), (257, 3, h), (258, 3, 8), (259, 3, 1), (262, 3, 1),  # size, 8 bit, raw, gray
+        (273, 4, data_at), (274, 3, orientation), (277, 3, 1), (278, 3, h), (279, 4, len(body)),
+    ]
+    ifd = b"".join(
+        struct.pack("<HHI", tag, typ, 1) + (struct.pack("<HH", v, 0) if typ == 3 else struct.pack("<I", v))
+        for tag, typ, v in tags
+    )
+    return b"II" + struct.pack("<HIH", 42, 8, n) + ifd + struct.pack("<I", 0) + body
+
+
+@functools.cache
+def _opencv_orients_tiff(orientation: int) -> bool:
+    """Whether this OpenCV applies a TIFF's `orientation` itself under IMREAD_UNCHANGED.
+
+    OpenCV 4 leaves IMREAD_UNCHANGED reads as stored; OpenCV 5's TIFF decoder turns them upright.
+    Asked once per orientation, of a tiny TIFF, rather than keyed on version numbers.
+    """
+    if orientation == 1:
+        return False
+    stored = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    try:
+        got = cv2.imdecode(np.frombuffer(_tiny_tiff(stored, orientation), np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        return False
+    # Anything but the stored pixels means OpenCV transformed them; transforming again would be wrong.
+    return got is not None and not (got.shape == stored.shape and np.array_equal(got, stored))
 
 
 def _tiff_orientation(tiff: bytes) -> int:
@@ -136,7 +246,7 @@ def exif_orientation(data: bytes) -> int:
                 if kind == b"EXIF":
                     return _tiff_orientation(_strip_exif_header(data[pos + 8 : pos + 8 + length]))
                 pos += 8 + length + (length & 1)
-        elif data[:4] in (b"II*\x00", b"MM\x00*"):
+        elif data[:4] in _TIFF_MAGIC:
             return _tiff_orientation(data)
     except struct.error:
         return 1
