@@ -144,6 +144,18 @@ def test_recursive_glob_mirrors_the_tree_below_its_fixed_part(tmp_path: Path, ne
     assert files_under(out2) == files_under(out)
 
 
+def test_hidden_files_in_folders_are_not_inputs(tmp_path: Path, near4: Path) -> None:
+    """macOS `._x.png` forks and a killed write's `.x.png.1234.partial.png` are not images to upscale."""
+    src = tmp_path / "in"
+    image(src / "a.png")
+    (src / "._a.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    image(src / ".b.png.1234.partial.png")
+    image(src / ".cache" / "c.png")
+    out = tmp_path / "out"
+    assert upscale(src, "-o", out, "-m", near4) == 0
+    assert files_under(out) == ["a.png"]
+
+
 def test_two_inputs_onto_one_output_are_refused_before_anything_runs(tmp_path: Path, near4: Path, capsys) -> None:
     a, b = image(tmp_path / "one" / "x.png"), image(tmp_path / "two" / "x.png")
     out = tmp_path / "out"

@@ -126,3 +126,11 @@ def test_repeat_draws_each_image_several_times_with_different_crops(tmp_path):
     assert len(crops) == 5
     with pytest.raises(DatasetError, match="repeat must be at least 1"):
         SRDataset([tmp_path / "hr"], lr_roots=[tmp_path / "lr"], scale=4, hr_size=16, repeat=0)
+
+
+def test_hidden_files_are_not_training_images(tmp_path):
+    write_image(tmp_path / "hr" / "a.png", photo_like(32, 32))
+    (tmp_path / "hr" / "._a.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # a macOS resource fork
+    write_image(tmp_path / "hr" / ".thumbs" / "t.png", photo_like(32, 32))
+    ds = SRDataset([tmp_path / "hr"], pipeline=load_pipeline("bicubic"), scale=4, hr_size=16)
+    assert [s.key for s in ds.samples] == ["a"]

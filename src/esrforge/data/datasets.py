@@ -39,7 +39,8 @@ def scan_images(roots: Sequence[str | Path]) -> dict[str, Path]:
             raise DatasetError(f"{root}: no such folder")
         prefix = f"{i}/" if len(roots) > 1 else ""
         for f in sorted(root.rglob("*")):
-            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+            # hidden files (macOS `._x.png` resource forks, a killed write's temporary) are not images
+            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not any(p.startswith(".") for p in f.relative_to(root).parts):
                 key = prefix + f.relative_to(root).with_suffix("").as_posix()
                 if key in found:
                     raise DatasetError(f"{found[key]} and {f}: two images with the same name")
