@@ -98,6 +98,21 @@ def test_interrupted_and_resumed_run_is_bit_identical(workspace, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_sigterm_stops_and_saves_like_ctrl_c(workspace, tmp_path):
+    """What a cluster scheduler sends before it kills a job."""
+    cfg = CONFIGS / "compact_x4.yml"
+    o = tiny_overrides("term", workspace, cfg, iterations=5) + ["train.checkpoint_every=100"]
+
+    def term(run):
+        if run.iteration == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True, on_iteration=term) == 130
+    assert (tmp_path / "term" / "training_states" / "2.state").exists()
+    assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True, resume=True) == 0
+    assert (tmp_path / "term" / "training_states" / "5.state").exists()
+
+
 def test_resume_from_a_state_file_alone(workspace, tmp_path):
     cfg = CONFIGS / "compact_x4.yml"
     o = tiny_overrides("solo", workspace, cfg, iterations=2)
