@@ -1,6 +1,7 @@
 import math
 import tracemalloc
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -203,6 +204,22 @@ def test_seamless_tile_output_wraps_like_a_mosaic():
     assert psnr(out, centre) >= 45.0
     plain = upscale_image(img, lm, precision="fp32")
     assert psnr(plain, centre) < psnr(out, centre)
+
+
+def test_seamless_tile_with_outscale_still_wraps():
+    """The resize after the model must continue the texture past the edges too, not reflect."""
+    lm = _blur_model()  # x2 bilinear: an output with the photo's texture in it
+    img = photo_like(24, 32)
+    out = upscale_image(img, lm, precision="fp32", seamless="tile", outscale=3.0)
+    assert out.shape == (72, 96, 3)
+    # Resizing a 3x3 mosaic of the x2 result and taking its centre is what wrapping means.
+    x2 = upscale_image(img, lm, precision="fp32", seamless="tile")
+    big = cv2.resize(np.tile(x2, (3, 3, 1)), (3 * 96, 3 * 72), interpolation=cv2.INTER_LANCZOS4)
+    centre = big[72:144, 96:192]
+    assert np.abs(out.astype(int) - centre).max() <= 2
+    # cv2.resize alone reflects: its border rows differ from the wrapped ones.
+    reflected = cv2.resize(x2, (96, 72), interpolation=cv2.INTER_LANCZOS4)
+    assert np.abs(reflected[:2].astype(int) - centre[:2]).max() > 2
 
 
 def test_outscale_and_chain():

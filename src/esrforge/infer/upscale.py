@@ -16,6 +16,23 @@ from esrforge.modelio.detect import LoadedModel
 SEAMLESS_MODES = {"tile": "wrap", "mirror": "reflect", "replicate": "edge"}
 
 
+_CV2_BORDERS = {"tile": cv2.BORDER_WRAP, "mirror": cv2.BORDER_REFLECT_101, "replicate": cv2.BORDER_REPLICATE}
+
+
+def resize_with_border(img: np.ndarray, size: tuple[int, int], border: int, rows: int = 256) -> np.ndarray:
+    """Lanczos-4 resize to `size` (w, h) that reads past the edges with `border` (cv2.resize
+    always reflects), sampling where cv2.resize does; done in strips so the maps stay small."""
+    h, w = img.shape[:2]
+    (W, H), c = size, (img.shape[2] if img.ndim == 3 else 1)
+    xs = (np.arange(W, dtype=np.float32) + 0.5) * np.float32(w / W) - 0.5
+    out = np.empty((H, W, c), img.dtype)
+    for y0 in range(0, H, rows):
+        ys = (np.arange(y0, min(H, y0 + rows), dtype=np.float32) + 0.5) * np.float32(h / H) - 0.5
+        mx, my = np.meshgrid(xs, ys)
+        out[y0 : y0 + len(ys)] = cv2.remap(img, mx, my, cv2.INTER_LANCZOS4, borderMode=border).reshape(len(ys), W, c)
+    return out
+
+
 def bleed_color(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """Fill the colour of fully transparent pixels from their opaque neighbours (push-pull).
 
@@ -196,9 +213,13 @@ class Upscaler:
         if self.outscale is not None and self.outscale != self.scale:
             h, w = img.shape[:2]
             size = (max(1, round(w * self.outscale)), max(1, round(h * self.outscale)))
-            interp = cv2.INTER_AREA if self.outscale < self.scale else cv2.INTER_LANCZOS4
             c = color.shape[2]
-            color = cv2.resize(color, size, interpolation=interp).reshape(size[1], size[0], c)
+            if self.outscale < self.scale:  # area averaging stays inside the image: no border to mind
+                color = cv2.resize(color, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], c)
+            elif self.seamless:  # Lanczos reaches 4 px past the edge: there the texture continues
+                color = resize_with_border(color, size, _CV2_BORDERS[self.seamless])
+            else:
+                color = cv2.resize(color, size, interpolation=cv2.INTER_LANCZOS4).reshape(size[1], size[0], c)
             if color.dtype == np.float32:
                 np.clip(color, 0, 1, out=color)
         return color
