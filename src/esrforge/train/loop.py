@@ -8,6 +8,7 @@ stopped with Ctrl-C continues bit-identically on CPU.
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import math
 import os
@@ -90,7 +91,10 @@ def init_distributed(device_name: str) -> tuple[int, int, torch.device | None]:
 
     use_cuda = torch.cuda.is_available() and not device_name.startswith("cpu")
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        # Rank 0 validates and writes checkpoints while the others wait in the next collective;
+        # the default timeouts (10 min for NCCL in CUDA builds, 30 for gloo) would end a run
+        # whose validation set takes longer.
+        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(hours=2))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if use_cuda:
         torch.cuda.set_device(local)
