@@ -483,6 +483,69 @@ def test_seamless_tile_wraps_edges(tmp_path: Path) -> None:
     assert np.any(wrap_a != wrap_b)
 
 
+@pytest.mark.parametrize("mode", ["mirror", "replicate"])
+def test_seamless_mirror_and_replicate_pad_like_numpy(tmp_path: Path, mode: str) -> None:
+    """The model sees the image padded as np.pad's reflect/edge: upscaling that padded image whole
+    and cropping gives the same pixels."""
+    model = save(tiny_compact(2, seed=5), tmp_path / "c2.pth")
+    a = photo_like(H, W, seed=1)
+    src = image(tmp_path / "a.png", a)
+    assert upscale(src, "-o", tmp_path / "o.png", "-m", model, "--seamless", mode, "--tile", "0") == 0
+    m = 16  # the tiler's margin, which is also the seamless padding
+    padded = np.pad(a, ((m, m), (m, m), (0, 0)), mode={"mirror": "reflect", "replicate": "edge"}[mode])
+    ref = esrforge.upscale_image(padded, esrforge.load_model(model), precision="fp32", tile=0)[2 * m : -2 * m, 2 * m : -2 * m]
+    np.testing.assert_array_equal(read_image(tmp_path / "o.png"), ref)
+
+
+@pytest.mark.parametrize("fmt, ext", [("jpg", ".jpg"), ("webp", ".webp"), ("tiff", ".tiff"), ("png", ".png")])
+def test_format_writes_that_format(tmp_path: Path, near4: Path, fmt: str, ext: str) -> None:
+    src = tmp_path / "in"
+    image(src / "a.png")
+    assert upscale(src, "-o", tmp_path / "out", "-m", near4, "--format", fmt) == 0
+    assert files_under(tmp_path / "out") == [f"a{ext}"]
+    magic = {".jpg": b"\xff\xd8", ".webp": b"RIFF", ".tiff": b"II*\x00", ".png": b"\x89PNG"}[ext]
+    assert (tmp_path / "out" / f"a{ext}").read_bytes().startswith(magic)
+    assert read_image(tmp_path / "out" / f"a{ext}").shape == (H * 4, W * 4, 3)
+
+
+def test_tile_sizes_at_the_command_line_give_the_same_image(tmp_path: Path, rrdb_file: Path, capsys) -> None:
+    src = image(tmp_path / "a.png")
+    outs = {}
+    for tile in ("0", "16", "auto"):
+        assert upscale(src, "-o", tmp_path / f"t{tile}.png", "-m", rrdb_file, "--tile", tile) == 0
+        outs[tile] = read_image(tmp_path / f"t{tile}.png")
+    assert psnr_u8(outs["16"], outs["0"]) >= 45 and psnr_u8(outs["auto"], outs["0"]) >= 45
+    with pytest.raises(SystemExit):
+        upscale(src, "-o", tmp_path / "x.png", "-m", rrdb_file, "--tile", "-3")
+    assert "--tile must be >= 0" in capsys.readouterr().err
+
+
+def psnr_u8(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
+
+
+@pytest.mark.parametrize("device, message", [("tpu", "unknown device"), ("cuda:7", "cuda"), ("mps", "mps")])
+def test_unavailable_devices_are_refused_at_the_command_line(tmp_path: Path, near4: Path, capsys, device, message) -> None:
+    if device.startswith("cuda") and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    if device == "mps" and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    src = image(tmp_path / "a.png")
+    assert cli("upscale", src, "-o", tmp_path / "o.png", "-m", near4, "--device", device) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("esrforge upscale: error:") and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_the_esrforge_console_script_runs(tmp_path: Path) -> None:
+    exe = Path(sys.executable).parent / "esrforge"
+    if not exe.exists():
+        pytest.skip("esrforge is not installed as a console script here (running from a source tree)")
+    r = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == f"esrforge {esrforge.__version__}"
+
+
 # --- info ---------------------------------------------------------------------------------------
 
 

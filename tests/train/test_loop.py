@@ -438,6 +438,43 @@ def test_discriminator_start_pretrained_d_and_given_val_lr(workspace, tmp_path):
     assert any("val" in r for r in log)
 
 
+def test_discriminator_optimizer_and_partial_pretrained_d(workspace, tmp_path, capsys):
+    from esrforge.archs.discriminators import build_discriminator
+    from esrforge.train.config import load_config
+    from esrforge.train.loop import setup
+
+    d = build_discriminator("vgg", num_feat=4).state_dict()
+    d["linear9.weight"] = torch.zeros(3, 3)  # a tensor the config's D has no place for
+    torch.save({"params": d}, tmp_path / "d.pth")
+    cfg = CONFIGS / "esrgan_gan_x4.yml"
+    o = tiny_overrides("dopt", workspace, cfg, iterations=1) + [
+        f"pretrain.discriminator={tmp_path / 'd.pth'}", "pretrain.strict=false",
+        "optim.discriminator={type: adamw, lr: 3.0e-4, betas: [0.5, 0.9], weight_decay: 0.01}",
+    ]
+    run = setup(load_config(cfg, o), tmp_path / "dopt", log=print)
+    assert "pretrain discriminator: loaded" in capsys.readouterr().out
+    assert type(run.opt_d) is torch.optim.AdamW and type(run.opt_g) is torch.optim.Adam
+    g, dg = run.opt_g.param_groups[0], run.opt_d.param_groups[0]
+    assert (dg["lr"], dg["betas"], dg["weight_decay"]) == (3.0e-4, (0.5, 0.9), 0.01)
+    assert g["lr"] != dg["lr"]
+    assert torch.equal(run.net_d.state_dict()["conv0_0.weight"], d["conv0_0.weight"])
+
+
+@pytest.mark.parametrize("source", ["pipeline file", "lr folder"])
+def test_training_from_a_pipeline_file_or_a_made_lr_folder(workspace, tmp_path, source):
+    cfg = CONFIGS / "compact_x4.yml"
+    o = tiny_overrides("src", workspace, cfg, iterations=2)
+    if source == "pipeline file":
+        (tmp_path / "mine.yml").write_text("steps:\n  - {type: blur, sigma: [0.2, 1.0]}\n  - {type: resize, to: target}\n")
+        o += [f"data.train.degradation={tmp_path / 'mine.yml'}"]
+    else:
+        for i in range(4):  # the workspace's HR photos are 48x48: LR partners at x4
+            write_image(tmp_path / "lr" / f"{i}.png", photo_like(12, 12, seed=i))
+        o += [f"data.train.lr={tmp_path / 'lr'}", "data.train.degradation=null"]
+    assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True) == 0
+    assert (tmp_path / "src" / "models" / "net_g_2.safetensors").exists()
+
+
 def test_feature_matching_loss_is_trained_and_logged(workspace, tmp_path):
     cfg = CONFIGS / "esrgan_gan_x4.yml"
     o = tiny_overrides("fm", workspace, cfg, iterations=2) + ["losses.feature_matching.weight=0.5"]
