@@ -271,6 +271,26 @@ def test_a_failed_write_names_the_output_and_the_rest_are_written(tmp_path: Path
     assert f"error: {out / 'sub' / 'b.png'}" in err
 
 
+def test_out_of_memory_while_writing_one_image_is_reported_and_the_run_goes_on(tmp_path: Path, near4: Path, monkeypatch, capsys) -> None:
+    import esrforge.images
+
+    src = tmp_path / "in"
+    for i in range(3):
+        image(src / f"{i}.png", seed=i)
+    real = esrforge.images.write_image
+
+    def write(path, img, **kw):
+        if Path(path).name == "1.png":
+            raise MemoryError("cannot allocate")
+        real(path, img, **kw)
+
+    monkeypatch.setattr(esrforge.images, "write_image", write)
+    out = tmp_path / "out"
+    assert upscale(src, "-o", out, "-m", near4) == 1
+    assert files_under(out) == ["0.png", "2.png"]
+    assert f"error: {out / '1.png'}: cannot allocate" in capsys.readouterr().err
+
+
 def _record_upscales_and_writes(monkeypatch) -> list[str]:
     import esrforge.images
     from esrforge.infer import Upscaler

@@ -234,7 +234,7 @@ def upscale_jobs(jobs: Sequence[Job], up: Upscaler, *, quiet: bool = False) -> t
         try:
             fut.result()
             done += 1
-        except (ImageError, ValueError, OSError) as e:
+        except (ImageError, ValueError, MemoryError, OSError) as e:
             _report(job.dst, e)
             failed += 1
 

@@ -217,9 +217,28 @@ def test_seamless_tile_with_outscale_still_wraps():
     big = cv2.resize(np.tile(x2, (3, 3, 1)), (3 * 96, 3 * 72), interpolation=cv2.INTER_LANCZOS4)
     centre = big[72:144, 96:192]
     assert np.abs(out.astype(int) - centre).max() <= 2
-    # cv2.resize alone reflects: its border rows differ from the wrapped ones.
+    # cv2.resize alone clamps at the edges: its border rows differ from the wrapped ones.
     reflected = cv2.resize(x2, (96, 72), interpolation=cv2.INTER_LANCZOS4)
     assert np.abs(reflected[:2].astype(int) - centre[:2]).max() > 2
+
+
+def test_resize_with_border_past_remaps_size_limit_and_in_blocks():
+    """cv2.remap refuses sides of 32767 px or more; the band resampling works in blocks."""
+    from esrforge.infer.upscale import resize_with_border
+
+    rng = np.random.default_rng(0)
+    wide = rng.integers(0, 256, (30, 33000, 1), dtype=np.uint8)
+    out = resize_with_border(wide, (66000, 60), cv2.BORDER_WRAP)
+    plain = cv2.resize(wide, (66000, 60), interpolation=cv2.INTER_LANCZOS4).reshape(60, 66000, 1)
+    assert out.shape == (60, 66000, 1)
+    assert np.array_equal(out[20:-20, 20:-20], plain[20:-20, 20:-20])  # the interior is cv2.resize's
+    assert not np.array_equal(out[:, :4], plain[:, :4])  # the edge reads the other side, not a reflection
+    small = photo_like(20, 30)
+    whole = resize_with_border(small, (75, 50), cv2.BORDER_REFLECT_101, block=2048)
+    assert np.array_equal(resize_with_border(small, (75, 50), cv2.BORDER_REFLECT_101, block=7), whole)
+    # cv2.resize clamps at the edges, so with BORDER_REPLICATE only remap's 1/32-px grid differs
+    same = resize_with_border(small, (75, 50), cv2.BORDER_REPLICATE)
+    assert np.abs(same.astype(int) - cv2.resize(small, (75, 50), interpolation=cv2.INTER_LANCZOS4)).max() <= 2
 
 
 def test_outscale_and_chain():

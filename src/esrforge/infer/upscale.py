@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 
@@ -19,17 +20,54 @@ SEAMLESS_MODES = {"tile": "wrap", "mirror": "reflect", "replicate": "edge"}
 _CV2_BORDERS = {"tile": cv2.BORDER_WRAP, "mirror": cv2.BORDER_REFLECT_101, "replicate": cv2.BORDER_REPLICATE}
 
 
-def resize_with_border(img: np.ndarray, size: tuple[int, int], border: int, rows: int = 256) -> np.ndarray:
-    """Lanczos-4 resize to `size` (w, h) that reads past the edges with `border` (cv2.resize
-    always reflects), sampling where cv2.resize does; done in strips so the maps stay small."""
+def _border_index(i: np.ndarray, n: int, border: int) -> np.ndarray:
+    """Where index i (possibly outside 0..n-1) reads from, under an OpenCV border mode."""
+    if border == cv2.BORDER_WRAP:
+        return np.mod(i, n)
+    if border == cv2.BORDER_REPLICATE or n == 1:
+        return np.clip(i, 0, n - 1)
+    period = 2 * n - 2  # BORDER_REFLECT_101: ... 2 1 | 0 1 2 ... n-1 | n-2 n-3 ...
+    j = np.mod(i, period)
+    return np.where(j < n, j, period - j)
+
+
+def _lanczos_block(img: np.ndarray, ys: np.ndarray, xs: np.ndarray, border: int) -> np.ndarray:
+    """Lanczos-4 samples of `img` at rows ys x columns xs (source coordinates), read past the edges
+    with `border`. Only the source window the 8-tap kernel needs is gathered, so cv2.remap's size
+    limit (32767 px a side) applies to the block, not to the image."""
     h, w = img.shape[:2]
-    (W, H), c = size, (img.shape[2] if img.ndim == 3 else 1)
-    xs = (np.arange(W, dtype=np.float32) + 0.5) * np.float32(w / W) - 0.5
-    out = np.empty((H, W, c), img.dtype)
-    for y0 in range(0, H, rows):
-        ys = (np.arange(y0, min(H, y0 + rows), dtype=np.float32) + 0.5) * np.float32(h / H) - 0.5
-        mx, my = np.meshgrid(xs, ys)
-        out[y0 : y0 + len(ys)] = cv2.remap(img, mx, my, cv2.INTER_LANCZOS4, borderMode=border).reshape(len(ys), W, c)
+    ay, ax = int(np.floor(ys[0])) - 4, int(np.floor(xs[0])) - 4
+    by, bx = int(np.floor(ys[-1])) + 6, int(np.floor(xs[-1])) + 6
+    win = img[np.ix_(_border_index(np.arange(ay, by), h, border), _border_index(np.arange(ax, bx), w, border))]
+    mx, my = np.meshgrid((xs - ax).astype(np.float32), (ys - ay).astype(np.float32))
+    out = cv2.remap(win, mx, my, cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REPLICATE)
+    return out.reshape(len(ys), len(xs), -1)
+
+
+def resize_with_border(img: np.ndarray, size: tuple[int, int], border: int, block: int = 2048) -> np.ndarray:
+    """Lanczos-4 upscale to `size` (w, h) that reads past the edges with `border`; cv2.resize
+    always clamps (replicates the edge pixels). The interior is cv2.resize's own result; only the bands whose kernel reaches
+    past an edge are resampled (through cv2.remap, in blocks, on cv2.resize's sampling grid)."""
+    h, w = img.shape[:2]
+    W, H = size
+    c = img.shape[2] if img.ndim == 3 else 1
+    out = cv2.resize(img, (W, H), interpolation=cv2.INTER_LANCZOS4).reshape(H, W, c)
+    sx, sy = w / W, h / H
+    bx, by = min(W, math.ceil(5 / sx) + 1), min(H, math.ceil(5 / sy) + 1)  # outputs within 4-5 source px of an edge
+    rows = sorted({*range(0, by), *range(max(by, H - by), H)})
+    cols = sorted({*range(0, bx), *range(max(bx, W - bx), W)})
+    bands = [(np.array(rows), np.arange(W)), (np.arange(by, max(by, H - by)), np.array(cols))]
+    for yi, xi in bands:
+        if not len(yi) or not len(xi):
+            continue
+        for y0 in range(0, len(yi), block):
+            for x0 in range(0, len(xi), block):
+                ry, rx = yi[y0 : y0 + block], xi[x0 : x0 + block]
+                # rows and columns of a band are runs of consecutive indices: sample each run
+                for run_y in np.split(ry, np.flatnonzero(np.diff(ry) != 1) + 1):
+                    for run_x in np.split(rx, np.flatnonzero(np.diff(rx) != 1) + 1):
+                        ys, xs = (run_y + 0.5) * sy - 0.5, (run_x + 0.5) * sx - 0.5
+                        out[run_y[0] : run_y[-1] + 1, run_x[0] : run_x[-1] + 1] = _lanczos_block(img, ys, xs, border)
     return out
 
 
