@@ -109,6 +109,27 @@ def test_fp32_on_cuda_turns_tf32_convs_off_and_restores_the_setting():
     assert torch.backends.cudnn.allow_tf32 == before
 
 
+@pytest.mark.parametrize("limit, usage, expect", [
+    ("1073741824\n", "268435456\n", 805306368),  # a container with 1 GiB, 256 MiB used
+    ("max\n", "268435456\n", None),  # cgroup v2 without a limit
+    ("9223372036854771712\n", "5\n", None),  # cgroup v1's "no limit"
+])
+def test_a_containers_memory_limit_bounds_the_cpu_memory_budget(tmp_path, monkeypatch, limit, usage, expect):
+    import esrforge.infer.device as device
+
+    (tmp_path / "max").write_text(limit)
+    (tmp_path / "cur").write_text(usage)
+    monkeypatch.setattr(device, "CGROUP_FILES", ((str(tmp_path / "nope"), str(tmp_path / "nope2")), (str(tmp_path / "max"), str(tmp_path / "cur"))))
+    assert device.cgroup_room_bytes() == expect
+    free = device.free_memory_bytes(torch.device("cpu"))
+    assert free == expect if expect is not None else free > 0
+    if expect is not None:  # and the auto tile shrinks to fit it
+        monkeypatch.setattr(device, "CGROUP_FILES", ((str(tmp_path / "max"), str(tmp_path / "cur")),))
+        (tmp_path / "max").write_text("300000000\n")
+        (tmp_path / "cur").write_text("0\n")
+        assert device.auto_tile(20000.0, torch.device("cpu"), margin=16) < 256
+
+
 def test_bf16_close_to_fp32():
     lm = loaded(tiny_rrdb(4))
     img = photo_like(40, 40)

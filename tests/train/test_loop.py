@@ -288,6 +288,28 @@ def test_resume_with_another_network_is_a_one_line_error(workspace, tmp_path, ca
     assert "2.state: does not fit the networks of this config (size mismatch for" in err
 
 
+def test_resume_refuses_a_network_added_since_and_another_runs_config(workspace, tmp_path):
+    psnr, gan = CONFIGS / "esrgan_psnr_x4.yml", CONFIGS / "esrgan_gan_x4.yml"
+    o = tiny_overrides("grow", workspace, psnr, iterations=4) + ["train.checkpoint_every=100"]
+    assert train(psnr, runs_dir=tmp_path, overrides=o, quiet=True, on_iteration=_interrupt_at(2)) == 130
+    state = tmp_path / "grow" / "training_states" / "2.state"
+    og = tiny_overrides("grow", workspace, gan, iterations=4)
+    with pytest.raises(TrainingError, match=r"2.state: the run has no discriminator and the config does; resume with the config"):
+        train(gan, runs_dir=tmp_path, overrides=og, quiet=True, resume=state)
+    with pytest.raises(TrainingError, match=r"2.state belongs to run 'grow', but .*esrgan_psnr_x4.yml names 'other'"):
+        train(psnr, overrides=o + ["name=other"], quiet=True, resume=state)
+
+
+def test_a_relative_state_path_resumes_in_its_own_run_folder(workspace, tmp_path, monkeypatch):
+    cfg = CONFIGS / "compact_x4.yml"
+    o = tiny_overrides("rel", workspace, cfg, iterations=4) + ["train.checkpoint_every=100"]
+    assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True, on_iteration=_interrupt_at(2)) == 130
+    monkeypatch.chdir(tmp_path / "rel" / "training_states")
+    assert main(["train", "--resume", "2.state", "-q"]) == 0
+    assert (tmp_path / "rel" / "training_states" / "4.state").exists()
+    assert not (tmp_path / "rel" / "training_states" / "runs").exists()
+
+
 def test_missing_vgg_weights_are_a_one_line_error(workspace, tmp_path, capsys):
     cfg = CONFIGS / "esrgan_gan_x4.yml"
     o = tiny_overrides("novgg", workspace, cfg, iterations=1) + [f"losses.perceptual.vgg_weights={tmp_path / 'nope.pth'}"]

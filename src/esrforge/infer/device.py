@@ -92,14 +92,42 @@ def free_memory_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return int(free)
+    avail = None
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    avail = int(line.split()[1]) * 1024
     except OSError:
         pass
-    return 4 << 30  # unknown platform: plan with 4 GiB and rely on halving after OOM
+    room = cgroup_room_bytes()
+    if room is not None:  # in a container, /proc/meminfo shows the host's memory, not the limit
+        avail = room if avail is None else min(avail, room)
+    return 4 << 30 if avail is None else avail  # unknown platform: plan with 4 GiB, halve after OOM
+
+
+CGROUP_FILES = (
+    ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),  # cgroup v2
+    ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),  # v1
+)
+
+
+def cgroup_room_bytes() -> int | None:
+    """Memory left under this process's cgroup limit (a container's), or None without a limit.
+
+    Past it the kernel kills the process outright, so no MemoryError would let the tiler halve."""
+    for limit_file, usage_file in CGROUP_FILES:
+        try:
+            with open(limit_file) as f:
+                limit = f.read().strip()
+            with open(usage_file) as f:
+                usage = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit == "max" or not limit.isdigit() or int(limit) >= 1 << 60:  # no limit (v1 writes a huge number)
+            return None
+        return max(0, int(limit) - usage)
+    return None
 
 
 # Past these sizes a bigger tile buys nothing: on CPU, 256 px tiles (plus margins) ran RRDBNet

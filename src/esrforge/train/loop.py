@@ -624,6 +624,13 @@ def read_state(path: Path) -> dict[str, Any]:
 
 
 def restore(run: Run, state: dict[str, Any], source: str = "the training state") -> None:
+    for what, net, key in (("discriminator", run.net_d, "net_d"), ("EMA of the generator", run.net_ema, "net_ema")):
+        if (net is None) != (state.get(key) is None):  # a network added or dropped since the run started
+            has = f"has a {what} and the config does not" if net is None else f"has no {what} and the config does"
+            raise TrainingError(
+                f"{source}: the run {has}; resume with the "
+                "config the run started with (to add a discriminator to a trained generator, start a run with pretrain.generator)"
+            )
     try:
         run.net_g.load_state_dict(state["net_g"])
         if run.net_ema is not None and state["net_ema"] is not None:
@@ -793,8 +800,10 @@ def train(
         if config is None:
             raise TrainingError("give a CONFIG file, or --resume PATH to a training state")
         cfg = load_config(config, overrides)
-    if runs_dir is None and state_path is not None and state_path.parent.name == STATE_DIR:
-        run_dir = state_path.parent.parent  # --resume RUN/training_states/N.state continues in RUN
+    if state is not None and config is not None and isinstance(resume, Path) and state["config"].get("name") != cfg.name:
+        raise TrainingError(f"{resume} belongs to run {state['config'].get('name')!r}, but {config} names {cfg.name!r}")
+    if runs_dir is None and state_path is not None and state_path.resolve().parent.name == STATE_DIR:
+        run_dir = state_path.resolve().parent.parent  # --resume RUN/training_states/N.state continues in RUN
     else:
         run_dir = (runs_dir or Path("runs")) / cfg.name
     if resume is True:
