@@ -242,28 +242,30 @@ def upscale_jobs(jobs: Sequence[Job], up: Upscaler, *, quiet: bool = False) -> t
     with ThreadPoolExecutor(1, thread_name_prefix="esrforge-read") as reader, \
             ThreadPoolExecutor(1, thread_name_prefix="esrforge-write") as writer:
         nxt = reader.submit(read_image, jobs[0].src) if jobs else None
-        for i, job in enumerate(bar):
-            cur, nxt = nxt, (reader.submit(read_image, jobs[i + 1].src) if i + 1 < len(jobs) else None)
-            if pending is not None and pending[2] * 4 > free_memory_bytes(torch.device("cpu")):
+        try:
+            for i, job in enumerate(bar):
+                cur, nxt = nxt, (reader.submit(read_image, jobs[i + 1].src) if i + 1 < len(jobs) else None)
+                if pending is not None and pending[2] * 4 > free_memory_bytes(torch.device("cpu")):
+                    finish_write()
+                try:
+                    assert cur is not None
+                    img = cur.result()
+                    ext = job.dst.suffix.lower()
+                    if img.ndim == 3 and img.shape[2] == 4 and ext in (".jpg", ".jpeg", ".bmp"):  # before the model runs
+                        raise ImageError(f"{job.dst}: {ext} cannot store the alpha channel of {job.src}; use png, webp or tiff")
+                    # Shown only for images that take a while (delay), so small batches stay quiet.
+                    tiles = tqdm(desc=job.src.name, unit="tile", leave=False, disable=quiet, dynamic_ncols=True, delay=2.0)
+                    with tiles:
+                        result = up.upscale(img, progress=tiles)
+                except (ImageError, ValueError, MemoryError, OSError) as e:
+                    _report(job.src, e)
+                    failed += 1
+                    continue
                 finish_write()
-            try:
-                assert cur is not None
-                img = cur.result()
-                ext = job.dst.suffix.lower()
-                if img.ndim == 3 and img.shape[2] == 4 and ext in (".jpg", ".jpeg", ".bmp"):  # before the model runs
-                    raise ImageError(f"{job.dst}: {ext} cannot store the alpha channel of {job.src}; use png, webp or tiff")
-                # Shown only for images that take a while (delay), so small batches stay quiet.
-                tiles = tqdm(desc=job.src.name, unit="tile", leave=False, disable=quiet, dynamic_ncols=True, delay=2.0)
-                with tiles:
-                    result = up.upscale(img, progress=tiles)
-            except (ImageError, ValueError, MemoryError, OSError) as e:
-                _report(job.src, e)
-                failed += 1
-                continue
+                pending = (job, writer.submit(write_image, job.dst, result), result.nbytes)
+                del img, result  # the writer holds the result until written; then it can go
+        finally:  # also when an error or Ctrl-C ends the run: the write in flight finishes and is reported
             finish_write()
-            pending = (job, writer.submit(write_image, job.dst, result), result.nbytes)
-            del img, result  # the writer holds the result until written; then it can go
-        finish_write()
     return done, failed
 
 
