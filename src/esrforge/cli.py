@@ -219,9 +219,10 @@ def upscale_jobs(jobs: Sequence[Job], up: Upscaler, *, quiet: bool = False) -> t
     import torch
     from tqdm import tqdm
 
-    from esrforge.images import ImageError, read_image, write_image
+    from esrforge.images import NO_ALPHA_SUFFIXES, ImageError, read_image, write_image
     from esrforge.infer.device import free_memory_bytes
 
+    per_image = (ImageError, ValueError, MemoryError, OSError)  # reported; the run goes on
     done = failed = 0
     pending: tuple[Job, Future[None], int] | None = None  # the write in flight, and its image's size
 
@@ -234,7 +235,7 @@ def upscale_jobs(jobs: Sequence[Job], up: Upscaler, *, quiet: bool = False) -> t
         try:
             fut.result()
             done += 1
-        except (ImageError, ValueError, MemoryError, OSError) as e:
+        except per_image as e:
             _report(job.dst, e)
             failed += 1
 
@@ -251,13 +252,13 @@ def upscale_jobs(jobs: Sequence[Job], up: Upscaler, *, quiet: bool = False) -> t
                     assert cur is not None
                     img = cur.result()
                     ext = job.dst.suffix.lower()
-                    if img.ndim == 3 and img.shape[2] == 4 and ext in (".jpg", ".jpeg", ".bmp"):  # before the model runs
+                    if img.ndim == 3 and img.shape[2] == 4 and ext in NO_ALPHA_SUFFIXES:  # before the model runs
                         raise ImageError(f"{job.dst}: {ext} cannot store the alpha channel of {job.src}; use png, webp or tiff")
                     # Shown only for images that take a while (delay), so small batches stay quiet.
                     tiles = tqdm(desc=job.src.name, unit="tile", leave=False, disable=quiet, dynamic_ncols=True, delay=2.0)
                     with tiles:
                         result = up.upscale(img, progress=tiles)
-                except (ImageError, ValueError, MemoryError, OSError) as e:
+                except per_image as e:
                     _report(job.src, e)
                     failed += 1
                     continue

@@ -19,6 +19,7 @@ from esrforge.modelio.files import atomic_save
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tiff"}
+NO_ALPHA_SUFFIXES = (".jpg", ".jpeg", ".bmp")  # formats that cannot store an alpha channel
 
 
 class ImageError(ValueError):
@@ -75,7 +76,7 @@ def write_image(path: str | os.PathLike[str], img: np.ndarray, *, quality: int =
     if ext not in IMAGE_SUFFIXES:
         raise ImageError(f"{path}: unknown image format {ext or '(no extension)'}")
     channels = 1 if img.ndim == 2 else img.shape[2]
-    if channels == 4 and ext in (".jpg", ".jpeg", ".bmp"):
+    if channels == 4 and ext in NO_ALPHA_SUFFIXES:
         raise ImageError(f"{path}: {ext} cannot store an alpha channel; use png, webp or tiff")
     own = False  # whether `img` is our own copy, which may then be converted in place
     if img.dtype == np.float32 and ext not in (".tif", ".tiff"):  # TIFF stores 32-bit float as is

@@ -81,16 +81,21 @@ def _weights(run_dir: Path, it: int) -> dict[str, torch.Tensor]:
     return out
 
 
+def interrupt_at(it: int, sig: int = signal.SIGINT):
+    """An on_iteration hook that sends this process `sig` (Ctrl-C by default) after iteration `it`."""
+
+    def hook(run):
+        if run.iteration == it:
+            os.kill(os.getpid(), sig)
+
+    return hook
+
+
 def test_interrupted_and_resumed_run_is_bit_identical(workspace, tmp_path):
     cfg = CONFIGS / "esrgan_gan_x4.yml"
     base = tiny_overrides("x", workspace, cfg, iterations=6) + ["train.checkpoint_every=100", "data.train.augment=true"]
     assert train(cfg, runs_dir=tmp_path / "a", overrides=base, quiet=True) == 0
-
-    def interrupt(run):
-        if run.iteration == 3:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    assert train(cfg, runs_dir=tmp_path / "b", overrides=base, quiet=True, on_iteration=interrupt) == 130
+    assert train(cfg, runs_dir=tmp_path / "b", overrides=base, quiet=True, on_iteration=interrupt_at(3)) == 130
     assert (tmp_path / "b" / "x" / "training_states" / "3.state").exists()
     assert train(cfg, runs_dir=tmp_path / "b", overrides=base, quiet=True, resume=True) == 0
     a, b = _weights(tmp_path / "a" / "x", 6), _weights(tmp_path / "b" / "x", 6)
@@ -102,12 +107,7 @@ def test_sigterm_stops_and_saves_like_ctrl_c(workspace, tmp_path):
     """What a cluster scheduler sends before it kills a job."""
     cfg = CONFIGS / "compact_x4.yml"
     o = tiny_overrides("term", workspace, cfg, iterations=5) + ["train.checkpoint_every=100"]
-
-    def term(run):
-        if run.iteration == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True, on_iteration=term) == 130
+    assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True, on_iteration=interrupt_at(2, signal.SIGTERM)) == 130
     assert (tmp_path / "term" / "training_states" / "2.state").exists()
     assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True, resume=True) == 0
     assert (tmp_path / "term" / "training_states" / "5.state").exists()
@@ -251,14 +251,6 @@ def test_pretrain_strict_and_partial(workspace, tmp_path, capsys):
     assert "not loaded:" in out and "body.0.rdb1.conv1.weight" in out and "conv_first.weight" not in out.split("not loaded:")[1]
 
 
-def _interrupt_at(it: int):
-    def hook(run):
-        if run.iteration == it:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    return hook
-
-
 def test_resume_needs_neither_the_pretrain_file_nor_a_runs_dir(workspace, tmp_path, monkeypatch):
     """The state holds every weight and knows its run folder: move the pretrain file, resume."""
     import shutil
@@ -268,7 +260,7 @@ def test_resume_needs_neither_the_pretrain_file_nor_a_runs_dir(workspace, tmp_pa
     shutil.copy(workspace / "pre.pth", pre)
     o = tiny_overrides("self", workspace, cfg, iterations=4) + [f"pretrain.generator={pre}", "train.checkpoint_every=100"]
     runs = tmp_path / "elsewhere"
-    assert train(cfg, runs_dir=runs, overrides=o, quiet=True, on_iteration=_interrupt_at(2)) == 130
+    assert train(cfg, runs_dir=runs, overrides=o, quiet=True, on_iteration=interrupt_at(2)) == 130
     pre.unlink()
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--resume", str(runs / "self" / "training_states" / "2.state"), "-q"]) == 0
@@ -279,7 +271,7 @@ def test_resume_needs_neither_the_pretrain_file_nor_a_runs_dir(workspace, tmp_pa
 def test_resume_with_another_network_is_a_one_line_error(workspace, tmp_path, capsys):
     cfg = CONFIGS / "compact_x4.yml"
     o = tiny_overrides("chg", workspace, cfg, iterations=4) + ["train.checkpoint_every=100"]
-    assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True, on_iteration=_interrupt_at(2)) == 130
+    assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True, on_iteration=interrupt_at(2)) == 130
     args = ["train", str(cfg), "--runs-dir", str(tmp_path), "--resume", "-q"] + sum((["--set", x] for x in o + ["generator.num_feat=6"]), [])
     capsys.readouterr()
     assert main(args) == 1
@@ -291,7 +283,7 @@ def test_resume_with_another_network_is_a_one_line_error(workspace, tmp_path, ca
 def test_resume_refuses_a_network_added_since_and_another_runs_config(workspace, tmp_path):
     psnr, gan = CONFIGS / "esrgan_psnr_x4.yml", CONFIGS / "esrgan_gan_x4.yml"
     o = tiny_overrides("grow", workspace, psnr, iterations=4) + ["train.checkpoint_every=100"]
-    assert train(psnr, runs_dir=tmp_path, overrides=o, quiet=True, on_iteration=_interrupt_at(2)) == 130
+    assert train(psnr, runs_dir=tmp_path, overrides=o, quiet=True, on_iteration=interrupt_at(2)) == 130
     state = tmp_path / "grow" / "training_states" / "2.state"
     og = tiny_overrides("grow", workspace, gan, iterations=4)
     with pytest.raises(TrainingError, match=r"2.state: the run has no discriminator and the config does; resume with the config"):
@@ -303,7 +295,7 @@ def test_resume_refuses_a_network_added_since_and_another_runs_config(workspace,
 def test_a_relative_state_path_resumes_in_its_own_run_folder(workspace, tmp_path, monkeypatch):
     cfg = CONFIGS / "compact_x4.yml"
     o = tiny_overrides("rel", workspace, cfg, iterations=4) + ["train.checkpoint_every=100"]
-    assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True, on_iteration=_interrupt_at(2)) == 130
+    assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True, on_iteration=interrupt_at(2)) == 130
     monkeypatch.chdir(tmp_path / "rel" / "training_states")
     assert main(["train", "--resume", "2.state", "-q"]) == 0
     assert (tmp_path / "rel" / "training_states" / "4.state").exists()
@@ -419,7 +411,7 @@ def test_best_validation_is_logged_and_shown(workspace, tmp_path, capsys):
 def test_a_log_line_cut_by_a_killed_run_is_skipped_by_plot_and_not_glued_to_the_next(workspace, tmp_path, capsys):
     cfg = CONFIGS / "compact_x4.yml"
     o = tiny_overrides("cut", workspace, cfg, iterations=4) + ["train.checkpoint_every=100"]
-    assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True, on_iteration=_interrupt_at(2)) == 130
+    assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True, on_iteration=interrupt_at(2)) == 130
     log = tmp_path / "cut" / "log.jsonl"
     with log.open("a") as f:
         f.write('{"iter": 3, "pix')  # killed mid-write

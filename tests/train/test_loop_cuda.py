@@ -4,9 +4,6 @@ Skipped without a GPU; `scripts/cuda_check.sh` runs them on a GPU machine.
 """
 
 import json
-import os
-import signal
-
 import numpy as np
 import pytest
 import torch
@@ -15,7 +12,7 @@ from esrforge.cli import main
 from esrforge.images import read_image, write_image
 from esrforge.train.loop import train
 from tests.conftest import photo_like
-from tests.train.test_loop import CONFIGS, tiny_overrides
+from tests.train.test_loop import CONFIGS, interrupt_at, tiny_overrides
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -48,12 +45,7 @@ def test_gan_stage_trains_on_cuda(workspace, tmp_path, precision):
 def test_interrupted_cuda_run_resumes_to_the_end(workspace, tmp_path):
     cfg = CONFIGS / "esrgan_gan_x4.yml"
     o = tiny_overrides("r", workspace, cfg, iterations=6) + ["device=cuda", "precision=fp16", "train.checkpoint_every=100"]
-
-    def interrupt(run):
-        if run.iteration == 3:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True, on_iteration=interrupt) == 130
+    assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True, on_iteration=interrupt_at(3)) == 130
     assert (tmp_path / "r" / "training_states" / "3.state").exists()
     assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True, resume=True) == 0
     log = _log(tmp_path / "r")

@@ -34,22 +34,23 @@ def resolve_device(name: str = "auto") -> torch.device:
     return dev
 
 
+def _onednn_reports(probe: str) -> bool:
+    try:
+        return bool(getattr(torch.ops.mkldnn, probe)())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 @functools.cache
 def cpu_has_fast_bf16() -> bool:
     """True where oneDNN has native bf16 kernels (AVX512-BF16 or AMX), where bf16 beats fp32."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    return _onednn_reports("_is_mkldnn_bf16_supported")
 
 
 @functools.cache
 def cpu_has_fast_fp16() -> bool:
     """True where oneDNN has native fp16 kernels (AVX512-FP16 or AMX-FP16)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    return _onednn_reports("_is_mkldnn_fp16_supported")
 
 
 def slow_precision_note(dtype: torch.dtype | None, device: torch.device) -> str | None:

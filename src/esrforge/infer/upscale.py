@@ -46,28 +46,24 @@ def _lanczos_block(img: np.ndarray, ys: np.ndarray, xs: np.ndarray, border: int)
 
 def resize_with_border(img: np.ndarray, size: tuple[int, int], border: int, block: int = 2048) -> np.ndarray:
     """Lanczos-4 upscale to `size` (w, h) that reads past the edges with `border`; cv2.resize
-    always clamps (replicates the edge pixels). The interior is cv2.resize's own result; only the bands whose kernel reaches
-    past an edge are resampled (through cv2.remap, in blocks, on cv2.resize's sampling grid)."""
+    always clamps (replicates the edge pixels). The interior is cv2.resize's own result; only the
+    bands whose kernel reaches past an edge are resampled (through cv2.remap, in blocks, on
+    cv2.resize's sampling grid)."""
     h, w = img.shape[:2]
     W, H = size
     c = img.shape[2] if img.ndim == 3 else 1
     out = cv2.resize(img, (W, H), interpolation=cv2.INTER_LANCZOS4).reshape(H, W, c)
     sx, sy = w / W, h / H
     bx, by = min(W, math.ceil(5 / sx) + 1), min(H, math.ceil(5 / sy) + 1)  # outputs within 4-5 source px of an edge
-    rows = sorted({*range(0, by), *range(max(by, H - by), H)})
-    cols = sorted({*range(0, bx), *range(max(bx, W - bx), W)})
-    bands = [(np.array(rows), np.arange(W)), (np.arange(by, max(by, H - by)), np.array(cols))]
-    for yi, xi in bands:
-        if not len(yi) or not len(xi):
-            continue
-        for y0 in range(0, len(yi), block):
-            for x0 in range(0, len(xi), block):
-                ry, rx = yi[y0 : y0 + block], xi[x0 : x0 + block]
-                # rows and columns of a band are runs of consecutive indices: sample each run
-                for run_y in np.split(ry, np.flatnonzero(np.diff(ry) != 1) + 1):
-                    for run_x in np.split(rx, np.flatnonzero(np.diff(rx) != 1) + 1):
-                        ys, xs = (run_y + 0.5) * sy - 0.5, (run_x + 0.5) * sx - 0.5
-                        out[run_y[0] : run_y[-1] + 1, run_x[0] : run_x[-1] + 1] = _lanczos_block(img, ys, xs, border)
+    mid_y0, mid_y1 = by, max(by, H - by)
+    # (rows, columns) of the four bands: top, bottom, then left and right between them
+    bands = [(0, by, 0, W), (mid_y1, H, 0, W), (mid_y0, mid_y1, 0, bx), (mid_y0, mid_y1, max(bx, W - bx), W)]
+    for y0, y1, x0, x1 in bands:
+        for ya in range(y0, y1, block):
+            for xa in range(x0, x1, block):
+                ry, rx = np.arange(ya, min(y1, ya + block)), np.arange(xa, min(x1, xa + block))
+                ys, xs = (ry + 0.5) * sy - 0.5, (rx + 0.5) * sx - 0.5
+                out[ry[0] : ry[-1] + 1, rx[0] : rx[-1] + 1] = _lanczos_block(img, ys, xs, border)
     return out
 
 

@@ -113,17 +113,20 @@ def _all_ok(run: Run, ok: bool) -> bool:
     return bool(t.item())
 
 
+_AMP_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}  # autocast dtype by name
+
+
 def resolve_amp(precision: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype; None = fp32. auto: fp16 on CUDA, bf16 where the CPU has bf16 units."""
     if precision == "auto":
         if device.type == "cuda":
             return torch.float16
         return torch.bfloat16 if device.type == "cpu" and cpu_has_fast_bf16() else None
-    return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    return _AMP_DTYPES[precision]
 
 
 def precision_name(amp: torch.dtype | None) -> str:
-    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
+    return next(name for name, dt in _AMP_DTYPES.items() if dt == amp)
 
 
 def resolve_channels_last(setting: bool | str, device: torch.device, amp: torch.dtype | None) -> bool:
@@ -633,12 +636,12 @@ def restore(run: Run, state: dict[str, Any], source: str = "the training state")
             )
     try:
         run.net_g.load_state_dict(state["net_g"])
-        if run.net_ema is not None and state["net_ema"] is not None:
-            run.net_ema.load_state_dict(state["net_ema"])
-        if run.net_d is not None and state["net_d"] is not None:
-            run.net_d.load_state_dict(state["net_d"])
         run.opt_g.load_state_dict(state["opt_g"])
-        if run.opt_d is not None and state["opt_d"] is not None:
+        # which networks the state holds was checked above: it matches the config's
+        if run.net_ema is not None:
+            run.net_ema.load_state_dict(state["net_ema"])
+        if run.net_d is not None:
+            run.net_d.load_state_dict(state["net_d"])
             run.opt_d.load_state_dict(state["opt_d"])
     except (RuntimeError, ValueError, KeyError) as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
@@ -800,7 +803,7 @@ def train(
         if config is None:
             raise TrainingError("give a CONFIG file, or --resume PATH to a training state")
         cfg = load_config(config, overrides)
-    if state is not None and config is not None and isinstance(resume, Path) and state["config"].get("name") != cfg.name:
+    if state is not None and config is not None and state["config"].get("name") != cfg.name:
         raise TrainingError(f"{resume} belongs to run {state['config'].get('name')!r}, but {config} names {cfg.name!r}")
     if runs_dir is None and state_path is not None and state_path.resolve().parent.name == STATE_DIR:
         run_dir = state_path.resolve().parent.parent  # --resume RUN/training_states/N.state continues in RUN
