@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from esrforge.images import write_image
-from esrforge.infer.device import cpu_has_fast_bf16
+from esrforge.infer.device import ALLOCATOR_ENV, cpu_has_fast_bf16
 from esrforge.losses.perceptual import vgg19_layers
 from esrforge.train.config import load_config
 from esrforge.train.loop import setup, train_step
@@ -67,7 +67,8 @@ def main() -> None:
         make_workspace(root, args.hr_size)
         base = {
             "name": "run", "scale": 4, "device": "auto",
-            "data": {"train": {"hr": [str(root / "hr")], "hr_size": args.hr_size, "batch_size": args.batch, "workers": 0}},
+            "data": {"train": {"hr": [str(root / "hr")], "hr_size": args.hr_size, "batch_size": args.batch, "workers": 0,
+                               "repeat": -(-args.batch // 4)}},  # 4 images on disk; batches are made here anyway
             "generator": {"arch": "rrdbnet", "num_feat": args.num_feat, "num_block": args.num_block, "num_grow_ch": 32},
             "discriminator": {"arch": "vgg", "num_feat": 64},
             "losses": {"pixel": {"type": "l1", "weight": 0.01},
@@ -79,7 +80,12 @@ def main() -> None:
               f"{'CUDA ' + torch.cuda.get_device_name() if cuda else 'CPU only'}")
         print(f"step: RRDBNet nf{args.num_feat} nb{args.num_block} x4 + VGG-style D + VGG19 conv5_4, batch {args.batch}, "
               f"HR {args.hr_size}px\n")
-        paths = [("fp32, NCHW", "fp32", False)]
+        # The reference is the plain fp32/NCHW step with malloc as a plain PyTorch process has
+        # it; esrforge's training setup tunes the allocator on CPU (process-wide, one-way), so
+        # the reference runs first, with that opted out.
+        paths = [("fp32, NCHW (reference)" if cuda else "fp32, NCHW, plain malloc (reference)", "fp32", False)]
+        if not cuda:
+            paths.append(("fp32, NCHW", "fp32", False))
         if cuda or cpu_has_fast_bf16():
             paths.append(("bf16 autocast, channels_last", "bf16", True))
         else:  # oneDNN's generic bf16 kernels are many times slower than fp32: nothing to learn
@@ -87,11 +93,14 @@ def main() -> None:
             paths.append(("fp32, channels_last", "fp32", True))
         if cuda:
             paths.append(("fp16 autocast + grad scaler, channels_last", "fp16", True))
-        print("| path | it/s | x fp32/NCHW |\n|---|---|---|")
+        print("| path | it/s | x reference |\n|---|---|---|")
         ref = None
         for label, prec, cl in paths:
             cfg = dict(base, precision=prec, train={"channels_last": cl, "ema": 0.999})
+            if ref is None:
+                os.environ[ALLOCATOR_ENV] = "system"
             r = rate(cfg, args.steps, root / "run")
+            os.environ.pop(ALLOCATOR_ENV, None)
             ref = ref or r
             print(f"| {label} | {r:.3f} | {r / ref:.2f} |")
 

@@ -369,6 +369,15 @@ def test_per_image_errors_go_to_stderr(tmp_path: Path, near4: Path, capsys) -> N
 # --- upscale: channels and bit depth ------------------------------------------------------------
 
 
+def test_upscaling_on_cpu_tunes_the_allocator(tmp_path: Path, near4: Path, monkeypatch) -> None:
+    import esrforge.infer.device as device
+
+    calls = []
+    monkeypatch.setattr(device, "tune_cpu_allocator", lambda: calls.append(1) or True)
+    assert upscale(image(tmp_path / "in.png"), "-o", tmp_path / "out.png", "-m", near4, "--device", "cpu") == 0
+    assert calls == [1]
+
+
 def test_grayscale_in_grayscale_out(tmp_path: Path, rrdb_file: Path, near4: Path) -> None:
     gray = photo_like(H, W, c=1)
     src = image(tmp_path / "g.png", gray)

@@ -300,6 +300,10 @@ def upscale(
         up = Upscaler(loaded, device=device, precision=precision, tile=tile, seamless=seamless, outscale=outscale)
     except ValueError as e:
         raise CommandError(str(e)) from None
+    if up.device.type == "cpu":
+        from esrforge.infer.device import tune_cpu_allocator
+
+        tune_cpu_allocator()  # tiles reuse freed memory instead of faulting in fresh pages
     todo: list[Job] = []
     skipped = failed = 0
     for job in jobs:

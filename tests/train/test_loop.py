@@ -146,6 +146,16 @@ def test_bf16_on_a_cpu_without_bf16_units_warns_and_trains(workspace, tmp_path, 
     assert (tmp_path / "slow" / "models" / "net_g_1.safetensors").exists()
 
 
+def test_training_on_cpu_tunes_the_allocator(workspace, tmp_path, monkeypatch):
+    import esrforge.train.loop as loop
+
+    calls = []
+    monkeypatch.setattr(loop, "tune_cpu_allocator", lambda: calls.append(1) or True)
+    cfg = CONFIGS / "compact_x4.yml"
+    assert train(cfg, runs_dir=tmp_path, overrides=tiny_overrides("alloc", workspace, cfg, iterations=1), quiet=True) == 0
+    assert calls == [1]
+
+
 def test_channels_last_auto_is_off_for_fp32_on_cpu_only():
     """fp32 forward + backward ran 1.5x slower in channels_last on an AVX2 CPU; half precision gains."""
     cpu, cuda, mps = torch.device("cpu"), torch.device("cuda"), torch.device("mps")

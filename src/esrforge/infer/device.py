@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import math
+import os
+import platform
+import sys
 
 import torch
 
@@ -51,6 +55,37 @@ def cpu_has_fast_bf16() -> bool:
 def cpu_has_fast_fp16() -> bool:
     """True where oneDNN has native fp16 kernels (AVX512-FP16 or AMX-FP16)."""
     return _onednn_reports("_is_mkldnn_fp16_supported")
+
+
+# glibc's <malloc.h> parameter numbers.
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+# Free memory at the top of the heap kept for reuse rather than returned to the system.
+KEEP_FREED_BYTES = 1 << 30
+ALLOCATOR_ENV = "ESRFORGE_CPU_ALLOCATOR"
+
+
+def tune_cpu_allocator() -> bool:
+    """Make glibc's malloc keep freed memory for reuse; True if applied.
+
+    By default glibc maps every block over 32 MB freshly and unmaps it on free, so each large
+    tensor (a concatenated feature map, an upsampled activation) pays a page fault per 4 KiB
+    page, every tile and every training step: on a 2-core AVX2 VM a plain RRDBNet x4 forward took
+    31 s with that and 19 s without (docs/benchmarks.md). Serving such blocks from the heap, and
+    trimming it only past 1 GiB of free top, reuses the same pages instead.
+    The process then keeps its peak memory until it exits; `ESRFORGE_CPU_ALLOCATOR=system`
+    leaves malloc alone. Process-wide, so the CLI and training call it, not the library on
+    import. Repeating it is harmless.
+    """
+    if os.environ.get(ALLOCATOR_ENV, "").strip().lower() == "system":
+        return False
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return False  # musl, macOS and Windows allocators take no such options
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the loaded allocator's, if one was preloaded
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES))
 
 
 def slow_precision_note(dtype: torch.dtype | None, device: torch.device) -> str | None:
@@ -132,7 +167,7 @@ def cgroup_room_bytes() -> int | None:
 
 
 # Past these sizes a bigger tile buys nothing: on CPU, 256 px tiles (plus margins) ran RRDBNet
-# x4 faster than 384/512 px tiles or whole 512 px images (cache locality; docs/benchmarks.md).
+# x4 as fast as 384/512 px tiles or whole 512 px images, in a smaller working set (docs/benchmarks.md).
 MAX_AUTO_TILE = {"cpu": 256, "mps": 512, "cuda": 1024}
 
 

@@ -31,7 +31,7 @@ from esrforge.data.datasets import SRDataset, scan_images, seed_for
 from esrforge.data.pipeline import load_pipeline
 from esrforge.data.resize import imresize
 from esrforge.data.sharpen import usm_sharpen
-from esrforge.infer.device import cpu_has_fast_bf16, resolve_device, slow_precision_note
+from esrforge.infer.device import cpu_has_fast_bf16, resolve_device, slow_precision_note, tune_cpu_allocator
 from esrforge.losses.feature_matching import FeatureMatchingLoss, discriminator_features
 from esrforge.modelio import load_model, read_raw, unwrap
 from esrforge.modelio.detect import describe
@@ -212,6 +212,8 @@ def setup(cfg: TrainConfig, run_dir: Path, log: Callable[[str], None] = print, *
     note = slow_precision_note(amp, device)
     if note:
         warnings.warn(note, stacklevel=2)
+    if device.type == "cpu":
+        tune_cpu_allocator()  # the step's large activations reuse memory instead of faulting it in
     torch.manual_seed(cfg.seed)
     hp = cfg.generator.hparams(cfg.scale)
     net_g = build(cfg.generator.arch, **hp).to(device)
