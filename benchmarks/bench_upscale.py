@@ -11,6 +11,9 @@ import argparse
 import math
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -121,15 +124,48 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
+def build_models() -> dict[str, nn.Module]:
+    return {
+        name: init_like_basicsr(m)
+        for name, m in {
+            "RRDBNet x4 (nf64 nb23 gc32)": RRDBNet(num_feat=64, num_block=23, num_grow_ch=32, scale=4),
+            "compact x4 (nf64 nc32 prelu)": SRVGGNetCompact(num_feat=64, num_conv=32, scale=4),
+        }.items()
+    }
+
+
+def naive_in_fresh_process(index: int, args: argparse.Namespace) -> tuple[float, np.ndarray]:
+    """The naive reference run as a plain script would: its own process, malloc untouched.
+
+    In-process, the heap left by earlier runs (and esrforge's allocator setting, which is
+    process-wide and one-way) changed the naive timings by up to 1.6x."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out.npy"
+        cmd = [sys.executable, __file__, "--size", str(args.size), "--device", args.device, "--repeats", str(args.repeats),
+               "--naive-only", str(index), "--naive-out", str(out)]
+        r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if r.returncode != 0:
+            raise SystemExit(f"naive reference failed:\n{r.stderr}")
+        return float(r.stdout.split()[-1]), np.load(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--size", type=int, default=256, help="input crop size (LR pixels)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--naive-only", type=int, default=None, help=argparse.SUPPRESS)  # the subprocess's job
+    ap.add_argument("--naive-out", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     device = resolve_device(args.device)
     img, what = photo(args.size)
     mp_out = img.shape[0] * img.shape[1] * 16 / 1e6
+    if args.naive_only is not None:
+        m = list(build_models().values())[args.naive_only].to(device)
+        t, out = timed(lambda: naive(m, img, device), args.repeats)
+        np.save(args.naive_out, out)
+        print(t)
+        return
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device {device}"
@@ -143,15 +179,9 @@ def main() -> None:
     if not with_half:  # oneDNN's generic bf16 kernels are many times slower than fp32 there
         print("(no bf16 rows: this CPU has no bf16 units, and --precision auto runs fp32 on it)\n")
 
-    models = {
-        "RRDBNet x4 (nf64 nb23 gc32)": RRDBNet(num_feat=64, num_block=23, num_grow_ch=32, scale=4),
-        "compact x4 (nf64 nc32 prelu)": SRVGGNetCompact(num_feat=64, num_conv=32, scale=4),
-    }
-    models = {name: init_like_basicsr(m) for name, m in models.items()}
-    # The naive references run first, with malloc as a plain PyTorch process has it: the
-    # allocator setting that `esrforge upscale` makes on CPU is process-wide and one-way.
-    refs = {name: timed(lambda m=m: naive(m.to(device), img, device), args.repeats) for name, m in models.items()}
-    tuned = device.type == "cpu" and tune_cpu_allocator()
+    models = build_models()
+    refs = {name: naive_in_fresh_process(i, args) for i, name in enumerate(models)}
+    tuned = device.type == "cpu" and tune_cpu_allocator()  # as `esrforge upscale` does on CPU
     print("| model | path | s | MP/s (output) | x naive | GFLOP/s | % of ceiling | PSNR vs fp32 (dB) | max diff vs naive |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, m in models.items():
