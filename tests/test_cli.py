@@ -408,6 +408,20 @@ def test_rgba_in_rgba_out_alpha_preserved(tmp_path: Path, near4: Path) -> None:
     np.testing.assert_array_equal(out[..., :3][opaque], nearest(img[..., :3], 4)[opaque])
 
 
+def test_gray_alpha_png_in_gray_alpha_png_out(tmp_path: Path, near4: Path) -> None:
+    img = photo_like(H, W, c=2)
+    img[..., 1] = 255
+    img[: H // 2, :, 1] = 0  # top half transparent
+    src = image(tmp_path / "la.png", img)
+    assert upscale(src, "-o", tmp_path / "o.png", "-m", near4) == 0
+    out = read_image(tmp_path / "o.png")
+    assert out.shape == (H * 4, W * 4, 2) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[H * 2 + 8 :, :, 0], nearest(img[..., :1], 4)[H * 2 + 8 :, :, 0])
+    assert (out[: H * 2 - 8, :, 1] == 0).all() and (out[H * 2 + 8 :, :, 1] == 255).all()
+    assert upscale(src, "-o", tmp_path / "o.jpg", "-m", near4) == 1  # alpha into JPEG is refused
+    assert not (tmp_path / "o.jpg").exists()
+
+
 def test_16bit_png_in_16bit_png_out(tmp_path: Path, near4: Path, rrdb_file: Path) -> None:
     img = photo_like(H, W, dtype=np.uint16)
     src = image(tmp_path / "deep.png", img)

@@ -211,6 +211,29 @@ def test_rgba_png_round_trip_keeps_alpha_and_order(tmp_path: Path, dtype) -> Non
     np.testing.assert_array_equal(raw[..., [2, 1, 0, 3]], img)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_gray_alpha_png_round_trip_stays_gray_alpha(tmp_path: Path, dtype) -> None:
+    img = photo_like(300, 17, c=2, dtype=dtype)  # taller than one compressed block of rows
+    img[:40, :, 1] = 0
+    path = tmp_path / "la.png"
+    write_image(path, img)
+    head = path.read_bytes()[:29]
+    assert head[12:16] == b"IHDR" and head[24:26] == bytes([16 if dtype == np.uint16 else 8, 4])  # depth, gray + alpha
+    back = read_image(path)
+    assert back.shape == (300, 17, 2) and back.dtype == dtype
+    np.testing.assert_array_equal(back, img)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["la.png"]  # no temporary file left
+
+
+def test_gray_alpha_becomes_rgba_where_the_format_has_no_gray_alpha(tmp_path: Path) -> None:
+    img = photo_like(10, 12, c=2)
+    write_image(tmp_path / "la.tiff", img)
+    back = read_image(tmp_path / "la.tiff")
+    np.testing.assert_array_equal(back, np.dstack([img[..., :1]] * 3 + [img[..., 1:]]))
+    with pytest.raises(ImageError, match="cannot store an alpha channel"):
+        write_image(tmp_path / "la.jpg", img)
+
+
 @pytest.mark.parametrize("ext", [".tif", ".tiff"])
 @pytest.mark.parametrize("c", [1, 3])
 def test_float32_tiff_round_trip_keeps_float(tmp_path: Path, ext: str, c: int) -> None:

@@ -252,7 +252,7 @@ def upscale_jobs(jobs: Sequence[Job], up: Upscaler, *, quiet: bool = False) -> t
                     assert cur is not None
                     img = cur.result()
                     ext = job.dst.suffix.lower()
-                    if img.ndim == 3 and img.shape[2] == 4 and ext in NO_ALPHA_SUFFIXES:  # before the model runs
+                    if img.ndim == 3 and img.shape[2] in (2, 4) and ext in NO_ALPHA_SUFFIXES:  # before the model runs
                         raise ImageError(f"{job.dst}: {ext} cannot store the alpha channel of {job.src}; use png, webp or tiff")
                     # Shown only for images that take a while (delay), so small batches stay quiet.
                     tiles = tqdm(desc=job.src.name, unit="tile", leave=False, disable=quiet, dynamic_ncols=True, delay=2.0)

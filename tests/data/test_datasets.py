@@ -89,7 +89,8 @@ def test_small_images_skipped_with_one_warning(tmp_path):
     assert len(msgs) == 1 and "tiny.png" in msgs[0]
 
 
-@pytest.mark.parametrize("c,channels,dtype", [(1, 3, np.uint8), (4, 3, np.uint8), (4, 4, np.uint8), (3, 3, np.uint16), (1, 1, np.uint8)])
+@pytest.mark.parametrize("c,channels,dtype", [(1, 3, np.uint8), (4, 3, np.uint8), (4, 4, np.uint8), (3, 3, np.uint16), (1, 1, np.uint8),
+                                             (2, 1, np.uint8), (2, 3, np.uint8), (2, 4, np.uint16)])
 def test_gray_rgba_16bit_sources(tmp_path, c, channels, dtype):
     make_pairs(tmp_path, c=c, dtype=dtype)
     ds = SRDataset([tmp_path / "hr"], lr_roots=[tmp_path / "lr"], scale=4, hr_size=16, channels=channels)

@@ -26,6 +26,17 @@ def test_degrade_writes_same_names_at_lr_size(tmp_path, hr_dir):
     assert read_image(tmp_path / "lr" / "deep" / "img2.png").shape == (8, 10, 3)
 
 
+def test_degrade_keeps_gray_alpha_with_alpha_resized_not_degraded(tmp_path):
+    img = photo_like(32, 40, c=2)
+    img[..., 1] = 255
+    img[:16, :, 1] = 0
+    write_image(tmp_path / "hr" / "la.png", img)
+    assert main(["degrade", str(tmp_path / "hr"), str(tmp_path / "lr"), "--scale", "2", "--pipeline", "realesrgan", "--workers", "0", "-q"]) == 0
+    lr = read_image(tmp_path / "lr" / "la.png")
+    assert lr.shape == (16, 20, 2)
+    assert (lr[:7, :, 1] == 0).all() and (lr[9:, :, 1] == 255).all()
+
+
 def test_degrade_is_deterministic_across_worker_counts(tmp_path, hr_dir):
     args = ["--scale", "2", "--pipeline", "realesrgan", "--seed", "11", "-q"]
     assert main(["degrade", str(hr_dir), str(tmp_path / "a"), "--workers", "0", *args]) == 0

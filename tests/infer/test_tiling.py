@@ -207,6 +207,16 @@ def test_bleed_color_leaves_visible_pixels_alone():
     assert filled.dtype == np.uint8
 
 
+def test_gray_alpha_stays_gray_alpha_each_channel_upscaled_as_gray():
+    lm = loaded(tiny_compact(2))
+    img = photo_like(12, 14, c=2)
+    img[..., 1] = np.where(img[..., 1] > 128, 255, 200)  # no fully transparent pixel: no colour bleeding
+    out = upscale_image(img, lm, precision="fp32")
+    assert out.shape == (24, 28, 2) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[..., :1], upscale_image(img[..., :1], lm, precision="fp32"))
+    np.testing.assert_array_equal(out[..., 1:], upscale_image(img[..., 1:], lm, precision="fp32"))
+
+
 def test_opaque_rgba_stays_opaque():
     lm = loaded(tiny_compact(2))
     img = photo_like(12, 12, c=4)
@@ -279,4 +289,4 @@ def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="device"):
         Upscaler(lm, device="tpu")
     with pytest.raises(ValueError, match="channels"):
-        upscale_image(np.zeros((4, 4, 2), np.uint8), lm)
+        upscale_image(np.zeros((4, 4, 5), np.uint8), lm)

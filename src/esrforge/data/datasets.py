@@ -62,20 +62,19 @@ def _listing(paths: Sequence[Any], limit: int = 10) -> str:
 def to_tensor(img: np.ndarray, channels: int) -> Tensor:
     """H x W x C uint8/uint16/float32 -> C x H x W float32 in [0, 1], with `channels` channels.
 
-    Gray sources are repeated to RGB, RGB gets an opaque alpha when 4 are wanted, and alpha is
-    dropped when 3 are wanted."""
+    Gray sources (C = 1, or 2 with alpha) are repeated to RGB, sources without alpha get an opaque
+    one when 4 channels are wanted, and alpha is dropped when 1 or 3 are wanted."""
     maxval = float(np.iinfo(img.dtype).max) if img.dtype.kind == "u" else 1.0
     x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(maxval)
     c = x.shape[0]
+    color, alpha = (x[: c - 1], x[c - 1 :]) if c in (2, 4) else (x, None)
     if channels == 1:
-        return x[:3].mean(0, keepdim=True) if c >= 3 else x[:1]
-    if c == 1:
-        x = x.expand(3, -1, -1)
+        return color.mean(0, keepdim=True) if color.shape[0] == 3 else color.contiguous()
+    if color.shape[0] == 1:
+        color = color.expand(3, -1, -1)
     if channels == 3:
-        return x[:3].contiguous()
-    if x.shape[0] == 3:
-        x = torch.cat([x, torch.ones_like(x[:1])])
-    return x.contiguous()
+        return color.contiguous()
+    return torch.cat([color, alpha if alpha is not None else torch.ones_like(color[:1])])
 
 
 @dataclass

@@ -26,10 +26,10 @@ def degrade_image(img: np.ndarray, pipeline: Pipeline, scale: int, seed: int) ->
     g = torch.Generator().manual_seed(seed)
     h, w, c = img.shape
     h, w = h - h % scale, w - w % scale  # BasicSR's mod-crop: LR is exactly HR / scale
-    x = to_tensor(img[:h, :w], 1 if c == 1 else 3).unsqueeze(0)
+    x = to_tensor(img[:h, :w], 1 if c <= 2 else 3).unsqueeze(0)
     lr, labels = pipeline(x, g, scale)
-    if c == 4:
-        alpha = to_tensor(img[:h, :w, 3:], 1).unsqueeze(0)
+    if c in (2, 4):
+        alpha = to_tensor(img[:h, :w, c - 1 :], 1).unsqueeze(0)
         lr = torch.cat([lr, resize_to(alpha, tuple(lr.shape[-2:]), "matlab").clamp(0, 1)], dim=1)
     maxval = float(np.iinfo(img.dtype).max) if img.dtype.kind == "u" else 1.0
     out = (lr[0].permute(1, 2, 0) * maxval).round().numpy().astype(img.dtype)
@@ -112,7 +112,7 @@ def _wrap(text: str, width_px: int, scale: float = 0.4) -> list[str]:
 def preview_sheet(img: np.ndarray, pipeline: Pipeline, *, scale: int, count: int = 8, seed: int = 0, columns: int = 4) -> np.ndarray:
     """A contact sheet: the HR image, then `count` random LR draws shown at HR size (nearest
     neighbour, so every artifact stays visible), each captioned with the steps that fired."""
-    rgb = img[:, :, :3] if img.shape[2] >= 3 else np.repeat(img, 3, axis=2)
+    rgb = img[:, :, :3] if img.shape[2] >= 3 else np.repeat(img[:, :, :1], 3, axis=2)
     if rgb.dtype != np.uint8:
         rgb = (rgb.astype(np.float32) / np.iinfo(rgb.dtype).max * 255).round().astype(np.uint8)
     h, w = rgb.shape[0] - rgb.shape[0] % scale, rgb.shape[1] - rgb.shape[1] % scale

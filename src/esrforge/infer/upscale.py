@@ -1,4 +1,4 @@
-"""Upscaling numpy images: channels (gray, RGB, RGBA), bit depth, seamless edges, chains, outscale."""
+"""Upscaling numpy images: channels (gray, gray + alpha, RGB, RGBA), bit depth, seamless edges, chains, outscale."""
 
 from __future__ import annotations
 
@@ -212,25 +212,28 @@ class Upscaler:
         return out
 
     def upscale(self, img: np.ndarray, progress: Progress | None = None) -> np.ndarray:
-        """Upscale an H x W (x C) uint8, uint16 or float32 ([0, 1]) image; same dtype out."""
+        """Upscale an H x W (x C) uint8, uint16 or float32 ([0, 1]) image; same dtype out.
+
+        C is 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA); alpha is upscaled on its own."""
         if img.ndim == 2:
             return self.upscale(img[:, :, None], progress)[:, :, 0]
-        if img.ndim != 3 or img.shape[2] not in (1, 3, 4):
-            raise ValueError(f"expected an H x W x C image with 1, 3 or 4 channels, got shape {img.shape}")
+        if img.ndim != 3 or img.shape[2] not in (1, 2, 3, 4):
+            raise ValueError(f"expected an H x W x C image with 1, 2, 3 or 4 channels, got shape {img.shape}")
         if img.dtype not in (np.uint8, np.uint16, np.float32):
             raise ValueError(f"expected uint8, uint16 or float32 samples, got {img.dtype}")
         if min(img.shape[:2]) < 1:
             raise ValueError(f"empty image {img.shape}")
         dtype = resolve_precision(self.precision, self.device, high_bit_depth=img.dtype != np.uint8)
+        has_alpha = img.shape[2] in (2, 4)
         color, alpha = img, None
-        if img.shape[2] == 4:
-            color, alpha = img[:, :, :3], img[:, :, 3:]
+        if has_alpha:
+            color, alpha = img[:, :, :-1], img[:, :, -1:]
             if alpha.min() == _maxval(img.dtype):
                 alpha = None  # opaque: no need to upscale it, filled back in below
             else:
                 color = bleed_color(color, alpha)
         # Between chained models, keep 16 bits: more precise than 8, a quarter of float32. The
-        # last model writes straight into the final array (alpha into its 4th channel), so no
+        # last model writes straight into the final array (alpha into its last channel), so no
         # full-size copy is made.
         mid = np.uint16 if img.dtype != np.float32 else np.float32
         h, w = img.shape[:2]
@@ -240,9 +243,9 @@ class Upscaler:
             out = np.empty((h, w, img.shape[2]), dtype=img.dtype if last else mid)
             color = self._run_model(i, color, out[:, :, : color.shape[2]], dtype, progress)
             if alpha is not None:
-                alpha = self._run_model(i, alpha, out[:, :, 3:], dtype, progress)
-        if img.shape[2] == 4 and alpha is None:
-            out[:, :, 3] = _maxval(img.dtype)
+                alpha = self._run_model(i, alpha, out[:, :, -1:], dtype, progress)
+        if has_alpha and alpha is None:
+            out[:, :, -1] = _maxval(img.dtype)
         color = out
         if self.outscale is not None and self.outscale != self.scale:
             h, w = img.shape[:2]

@@ -70,6 +70,8 @@ def _prepare(a: np.ndarray, b: np.ndarray, crop_border: int, y_channel: bool) ->
     _crop(x.shape[:2], crop_border)
     if y_channel and x.shape[2] in (3, 4):
         x, y = rgb_to_y(a), rgb_to_y(b)
+    elif y_channel and x.shape[2] == 2:  # gray + alpha: the gray is the luma
+        x, y = x[:, :, :1], y[:, :, :1]
     if crop_border:
         c = crop_border
         x, y = x[c:-c, c:-c], y[c:-c, c:-c]
