@@ -34,6 +34,8 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
         raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
+    if data[:4].tobytes() in _TIFF_MAGIC:
+        _unmark_tiff_alpha(data)
     try:
         img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     except cv2.error as e:  # e.g. a header declaring more pixels than OpenCV allows
@@ -202,6 +204,32 @@ def _ends_whole(name: str, ext: str) -> bool:
 
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
+
+
+def _unmark_tiff_alpha(data: np.ndarray) -> None:
+    """In a TIFF's bytes (our own copy), turn ExtraSamples "unassociated alpha" into "unspecified".
+
+    For 8-bit RGBA TIFFs so marked (GIMP's and Photoshop's), OpenCV goes through libtiff's RGBA
+    reader, which premultiplies: colour 162 under alpha 4 came back as 3. Unmarked, OpenCV
+    reads the samples as they are, still as BGRA. Only the first IFD (OpenCV's page) is looked
+    at; an unusual layout is left alone."""
+    raw = data.tobytes()[:8]
+    order = "<" if raw[:2] == b"II" else ">"
+    try:
+        (ifd,) = struct.unpack(order + "I", raw[4:8])
+        (count,) = struct.unpack(order + "H", data[ifd : ifd + 2].tobytes())
+        for at in range(ifd + 2, ifd + 2 + 12 * count, 12):
+            tag, kind, n = struct.unpack(order + "HHI", data[at : at + 8].tobytes())
+            if tag == _TIFF_EXTRA_SAMPLES and kind == 3 and n == 1:
+                (value,) = struct.unpack(order + "H", data[at + 8 : at + 10].tobytes())
+                if value == 2:
+                    data[at + 8 : at + 10] = np.frombuffer(struct.pack(order + "H", 0), np.uint8)
+                return
+    except struct.error:  # truncated: OpenCV reports it
+        return
+
+
+_TIFF_EXTRA_SAMPLES = 338
 
 
 def _tiny_tiff(pixels: np.ndarray, orientation: int) -> bytes:
