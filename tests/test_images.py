@@ -225,6 +225,22 @@ def test_gray_alpha_png_round_trip_stays_gray_alpha(tmp_path: Path, dtype) -> No
     assert sorted(p.name for p in tmp_path.iterdir()) == ["la.png"]  # no temporary file left
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_gray_png_with_a_transparent_level_reads_as_gray_alpha(tmp_path: Path, dtype) -> None:
+    gray = photo_like(8, 9, c=1, dtype=dtype)
+    key = int(gray[3, 4, 0])
+    ok, buf = cv2.imencode(".png", gray)
+    png = buf.tobytes()
+    trns = struct.pack(">I", 2) + b"tRNS" + struct.pack(">H", key)
+    trns += struct.pack(">I", zlib.crc32(trns[4:]))
+    (tmp_path / "t.png").write_bytes(png[:33] + trns + png[33:])  # right after IHDR
+    back = read_image(tmp_path / "t.png")
+    assert back.shape == (8, 9, 2) and back.dtype == dtype
+    np.testing.assert_array_equal(back[..., :1], gray)
+    np.testing.assert_array_equal(back[..., 1] == 0, gray[..., 0] == key)
+    assert (back[..., 1][gray[..., 0] != key] == np.iinfo(dtype).max).all()
+
+
 def test_gray_alpha_becomes_rgba_where_the_format_has_no_gray_alpha(tmp_path: Path) -> None:
     img = photo_like(10, 12, c=2)
     write_image(tmp_path / "la.tiff", img)

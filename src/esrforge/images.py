@@ -49,6 +49,9 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
             raise ImageError(f"{path}: unsupported sample type {img.dtype}")
     if img.ndim == 2:
         img = img[:, :, None]
+        key = _png_gray_transparent_value(data) if data[:8].tobytes() == _PNG_SIGNATURE else None
+        if key is not None:  # OpenCV drops a gray PNG's tRNS: that one gray level is transparent
+            img = np.dstack([img, np.where(img == key, 0, np.iinfo(img.dtype).max).astype(img.dtype)])
     elif img.shape[2] == 3:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     elif img.shape[2] == 4 and data[:8].tobytes() == _PNG_SIGNATURE and data[25] == _PNG_GRAY_ALPHA:
@@ -144,6 +147,22 @@ def write_image(path: str | os.PathLike[str], img: np.ndarray, *, quality: int =
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_GRAY_ALPHA = 4  # IHDR colour type; IHDR is always the first chunk, its colour type at byte 25
+
+
+def _png_gray_transparent_value(data: np.ndarray) -> int | None:
+    """The transparent gray level of a gray PNG's tRNS chunk, on OpenCV's decoded scale, or None."""
+    if data.size < 33 or data[25] != 0:  # IHDR colour type 0: gray without alpha
+        return None
+    depth, at = int(data[24]), 8
+    while at + 8 <= data.size:
+        length, kind = struct.unpack(">I4s", data[at : at + 8].tobytes())
+        if kind == b"tRNS" and length >= 2:
+            (value,) = struct.unpack(">H", data[at + 8 : at + 10].tobytes())
+            return value * 255 // ((1 << depth) - 1) if depth < 8 else value  # 1/2/4-bit are expanded to 8
+        if kind in (b"IDAT", b"IEND"):  # tRNS comes before the image data
+            return None
+        at += 12 + length
+    return None
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
