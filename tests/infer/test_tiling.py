@@ -25,6 +25,25 @@ def loaded(m: nn.Module) -> LoadedModel:
     return from_state_dict(m.state_dict())
 
 
+@pytest.mark.parametrize("scale", [1, 2])
+def test_margin_counts_in_the_networks_own_pixels_for_unshuffle_models(scale):
+    """x1/x2 RRDBNets run at 1/4 and 1/2 of the input size (pixel unshuffle), so the same context
+    takes 4x and 2x the input pixels. Receptive field here: 17 convs at the network's size, plus
+    a few past the upsampling; a margin of 20 of its pixels covers it (max diff 4e-8), 20 input
+    pixels does not (8e-6 at x2, 8e-4 at x1). The body's weights are tripled so that far context
+    weighs enough to show."""
+    m = tiny_rrdb(scale, num_block=1)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if name.startswith("body.") and name.endswith("weight"):
+                p.mul_(3)
+    lm = loaded(m)
+    img = photo_like(72, 100).astype(np.float32) / 255
+    whole = upscale_image(img, lm, tile=0, precision="fp32")
+    tiled = Upscaler(lm, tile=32, margin=20, precision="fp32").upscale(img)
+    assert np.abs(tiled - whole).max() < 1e-6
+
+
 @pytest.mark.parametrize("scale", [1, 2, 4])
 def test_tiled_matches_untiled(scale):
     lm = loaded(tiny_rrdb(scale, num_block=3))
@@ -128,6 +147,16 @@ def test_a_containers_memory_limit_bounds_the_cpu_memory_budget(tmp_path, monkey
         (tmp_path / "max").write_text("300000000\n")
         (tmp_path / "cur").write_text("0\n")
         assert device.auto_tile(20000.0, torch.device("cpu"), margin=16) < 256
+
+
+def test_cpu_auto_tile_cap_is_in_the_networks_own_pixels(monkeypatch):
+    import esrforge.infer.device as device
+
+    monkeypatch.setattr(device, "free_memory_bytes", lambda dev: 1 << 40)
+    cpu = torch.device("cpu")
+    assert device.auto_tile(1000.0, cpu, margin=16) == 256
+    assert device.auto_tile(1000.0, cpu, margin=32, multiple_of=2) == 512  # x2 unshuffle: 256 of its pixels
+    assert device.auto_tile(1000.0, cpu, margin=64, multiple_of=4) == 1024
 
 
 def test_bf16_close_to_fp32():

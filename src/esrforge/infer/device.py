@@ -175,6 +175,6 @@ def auto_tile(bytes_per_px: float, device: torch.device, margin: int, multiple_o
     """Largest square tile (LR pixels) whose working set fits half the free memory."""
     budget = free_memory_bytes(device) * (0.7 if device.type == "cuda" else 0.5)
     side = int(math.sqrt(max(budget, 1) / max(bytes_per_px, 1))) - 2 * margin
-    side = min(side, MAX_AUTO_TILE.get(device.type, 512))
+    side = min(side, MAX_AUTO_TILE.get(device.type, 512) * multiple_of)  # the network's own pixels
     step = 16 * multiple_of
     return max(step, side // step * step)

@@ -109,7 +109,9 @@ class Upscaler:
     """Runs one model or a chain of models over images, tiled, on one device.
 
     tile: "auto" (largest that fits free memory, halved on out-of-memory), 0 (whole image), or
-    a size in input pixels. seamless: None, "tile", "mirror" or "replicate". outscale: final
+    a size in input pixels. margin: context run around each tile and discarded, in the network's
+    own pixels: input pixels, or 2x / 4x as many for the pixel-unshuffle x2 / x1 RRDBNets, which
+    run at half / quarter size. seamless: None, "tile", "mirror" or "replicate". outscale: final
     scale relative to the input (resized after the models), None to keep the models' scale.
     """
 
@@ -180,12 +182,13 @@ class Upscaler:
             groups = [(slice(c, c + 1), False) for c in range(C)]
         else:
             raise ValueError(f"model takes {desc.in_ch} channels; the image has {C}")
-        pad = self.margin if self.seamless else 0
+        margin = self.margin * desc.multiple_of  # the same context for unshuffle models' smaller grid
+        pad = margin if self.seamless else 0
         runner = self._runner(i, dtype)
         key = (i, dtype)
         if self.tile == "auto":
             tile = self._tiles.get(key) or auto_tile(
-                working_set_per_px(desc, torch.finfo(dtype).bits // 8), self.device, self.margin, desc.multiple_of
+                working_set_per_px(desc, torch.finfo(dtype).bits // 8), self.device, margin, desc.multiple_of
             )
         else:
             tile = int(self.tile)
@@ -201,7 +204,7 @@ class Upscaler:
                 out[:, :, sl],
                 scale=s,
                 tile=tile,
-                margin=self.margin,
+                margin=margin,
                 region=Region(pad, pad, H, W),
                 multiple_of=desc.multiple_of,
                 to_gray=gray and desc.out_ch == 3,
