@@ -121,6 +121,18 @@ def test_format_same_keeps_each_extension(tmp_path: Path, near4: Path) -> None:
     assert (out / "b.jpg").read_bytes()[:2] == b"\xff\xd8"  # really a JPEG
 
 
+def test_quality_sets_jpeg_and_webp_quality(tmp_path: Path, near4: Path, capsys) -> None:
+    src = image(tmp_path / "in.png")
+    for q in ("30", "95"):
+        for fmt in ("jpg", "webp"):
+            assert upscale(src, "-o", tmp_path / f"q{q}.{fmt}", "-m", near4, "--quality", q) == 0
+    for fmt in ("jpg", "webp"):
+        assert (tmp_path / f"q30.{fmt}").stat().st_size < 0.7 * (tmp_path / f"q95.{fmt}").stat().st_size
+    with pytest.raises(SystemExit) as exc:
+        upscale(src, "-o", tmp_path / "bad.jpg", "-m", near4, "--quality", "0")
+    assert exc.value.code == 2 and "--quality must be a whole number from 1 to 100" in capsys.readouterr().err
+
+
 def test_glob_input(tmp_path: Path, near4: Path) -> None:
     src = tmp_path / "in"
     for name in ("a.png", "b.png", "c.jpg"):

@@ -186,6 +186,16 @@ def plan_outputs(
     return jobs
 
 
+def _quality_arg(value: str) -> int:
+    try:
+        q = int(value)
+    except ValueError:
+        q = -1
+    if not 1 <= q <= 100:
+        raise argparse.ArgumentTypeError(f"--quality must be a whole number from 1 to 100, got {value!r}")
+    return q
+
+
 def _tile_arg(value: str) -> int | str:
     if value == "auto":
         return "auto"
@@ -205,7 +215,7 @@ def _report(path: Path, e: BaseException) -> None:
     tqdm.write(f"error: {msg}", file=sys.stderr)
 
 
-def upscale_jobs(jobs: Sequence[Job], up: Upscaler, *, quiet: bool = False) -> tuple[int, int]:
+def upscale_jobs(jobs: Sequence[Job], up: Upscaler, *, quiet: bool = False, quality: int = 95) -> tuple[int, int]:
     """Upscale each job's image; returns (written, failed). Errors are reported and skipped.
 
     While the model runs on one image, a reader thread decodes the next one and a writer thread
@@ -263,7 +273,7 @@ def upscale_jobs(jobs: Sequence[Job], up: Upscaler, *, quiet: bool = False) -> t
                     failed += 1
                     continue
                 finish_write()
-                pending = (job, writer.submit(write_image, job.dst, result), result.nbytes)
+                pending = (job, writer.submit(write_image, job.dst, result, quality=quality), result.nbytes)
                 del img, result  # the writer holds the result until written; then it can go
         finally:  # also when an error or Ctrl-C ends the run: the write in flight finishes and is reported
             finish_write()
@@ -277,6 +287,7 @@ def upscale(
     models: Sequence[str],
     suffix: str = "",
     fmt: str = "same",
+    quality: int = 95,
     overwrite: bool = False,
     tile: int | str = "auto",
     seamless: str | None = None,
@@ -314,7 +325,7 @@ def upscale(
             skipped += 1
         else:
             todo.append(job)
-    done, errors = upscale_jobs(todo, up, quiet=quiet)
+    done, errors = upscale_jobs(todo, up, quiet=quiet, quality=quality)
     failed += errors
     if not quiet:
         msg = f"upscaled {done}, skipped {skipped} (already there; --overwrite to redo), failed {failed}"
@@ -444,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model file or bundled model name (esrforge models); repeat to chain; default: the bundled default")
     s.add_argument("--suffix", default="", help="added to each output file name before the extension")
     s.add_argument("--format", dest="fmt", choices=["same", *FORMATS], default="same", help="output format")
+    s.add_argument("--quality", type=_quality_arg, default=95, help="JPEG and WebP quality, 1-100 (default 95)")
     g = s.add_mutually_exclusive_group()
     s.set_defaults(overwrite=False)
     g.add_argument("--skip-existing", dest="overwrite", action="store_false", help="keep existing outputs (default)")
