@@ -67,11 +67,12 @@ ALLOCATOR_ENV = "ESRFORGE_CPU_ALLOCATOR"
 def tune_cpu_allocator() -> bool:
     """Make glibc's malloc keep freed memory for reuse; True if applied.
 
-    By default glibc maps every block over 32 MB freshly and unmaps it on free, so each large
-    tensor (a concatenated feature map, an upsampled activation) pays a page fault per 4 KiB
-    page, every tile and every training step: on a 2-core AVX2 VM a plain RRDBNet x4 forward took
-    31 s with that and 19 s without (docs/benchmarks.md). Serving such blocks from the heap, and
-    trimming it only past 1 GiB of free top, reuses the same pages instead.
+    By default glibc maps each block above its mmap threshold (which rises to at most 32 MiB)
+    freshly and unmaps it on free, so each large tensor (a concatenated feature map, an upsampled
+    activation) pays a page fault per 4 KiB page, every tile and every training step: on a
+    2-core AVX2 VM a plain RRDBNet x4 forward took 30-32 s with that and 21-23 s without
+    (docs/benchmarks.md). Serving such blocks from the heap, and trimming it only past 1 GiB of
+    free top, reuses the same pages instead.
     The process then keeps its peak memory until it exits; `ESRFORGE_CPU_ALLOCATOR=system`
     leaves malloc alone. Process-wide, so the CLI and training call it, not the library on
     import. Repeating it is harmless.
