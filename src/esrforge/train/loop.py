@@ -142,9 +142,13 @@ def resolve_channels_last(setting: bool | str, device: torch.device, amp: torch.
     return bool(setting)
 
 
-def _optimizer(params: Any, cfg: Any) -> torch.optim.Optimizer:
+def _optimizer(params: Any, cfg: Any, device: torch.device) -> torch.optim.Optimizer:
     cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.type]
-    return cls(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    # One fused kernel per tensor: on CPU PyTorch's default is a Python loop of small ops. An
+    # RRDBNet x4 Adam step took 33 ms fused against 89-108 ms (2-core AVX2 VM); results agree
+    # to 1e-8. A state saved unfused resumes unfused (its param group keeps the setting).
+    fused = True if device.type in ("cpu", "cuda") else None
+    return cls(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, fused=fused)
 
 
 def load_pretrained(net: nn.Module, path: str, *, strict: bool, what: str, generator: bool) -> list[str]:
@@ -254,8 +258,8 @@ def setup(cfg: TrainConfig, run_dir: Path, log: Callable[[str], None] = print, *
         net_g = net_g.to(memory_format=torch.channels_last)
         net_d = net_d.to(memory_format=torch.channels_last) if net_d is not None else None
     net_ema = copy.deepcopy(net_g).eval().requires_grad_(False) if cfg.train.ema is not None else None
-    opt_g = _optimizer(net_g.parameters(), cfg.optim.generator)
-    opt_d = _optimizer(net_d.parameters(), cfg.optim.discriminator) if net_d is not None else None
+    opt_g = _optimizer(net_g.parameters(), cfg.optim.generator, device)
+    opt_d = _optimizer(net_d.parameters(), cfg.optim.discriminator, device) if net_d is not None else None
     scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
     dataset = build_dataset(cfg)
     if len(dataset) // world < cfg.data.train.batch_size:  # each process draws its own share
