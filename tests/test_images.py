@@ -250,24 +250,26 @@ def test_gray_alpha_becomes_rgba_where_the_format_has_no_gray_alpha(tmp_path: Pa
         write_image(tmp_path / "la.jpg", img)
 
 
-def rgba_tiff(img: np.ndarray, order: str, extra_samples: int) -> bytes:
-    """An uncompressed 8-bit RGBA TIFF whose 4th sample is declared by an ExtraSamples tag."""
-    h, w, _ = img.shape
+def alpha_tiff(img: np.ndarray, order: str, extra_samples: int) -> bytes:
+    """An uncompressed 8-bit gray + alpha or RGBA TIFF whose last sample is declared by an
+    ExtraSamples tag (0 unspecified, 2 unassociated alpha)."""
+    h, w, c = img.shape
     n = 11
     bits_at = 8 + 2 + 12 * n + 4
-    data_at = bits_at + 8
+    bits = struct.pack(order + f"{c}H", *[8] * c)
+    data_at = bits_at + (len(bits) if c > 2 else 0)
     tags = [  # (tag, type: 3 SHORT / 4 LONG, count, value or offset), ascending
-        (256, 3, 1, w), (257, 3, 1, h), (258, 3, 4, bits_at), (259, 3, 1, 1), (262, 3, 1, 2), (273, 4, 1, data_at),
-        (277, 3, 1, 4), (278, 3, 1, h), (279, 4, 1, img.size), (284, 3, 1, 1), (338, 3, 1, extra_samples),
+        (256, 3, 1, w), (257, 3, 1, h), (258, 3, c, bits_at), (259, 3, 1, 1), (262, 3, 1, 2 if c > 2 else 1),
+        (273, 4, 1, data_at), (277, 3, 1, c), (278, 3, 1, h), (279, 4, 1, img.size), (284, 3, 1, 1), (338, 3, 1, extra_samples),
     ]
     ifd = b"".join(
         struct.pack(order + "HHI", tag, typ, cnt)
-        + (struct.pack(order + "HH", v, 0) if typ == 3 and cnt == 1 else struct.pack(order + "I", v))
+        + (bits if tag == 258 and c <= 2 else struct.pack(order + "HH", v, 0) if typ == 3 and cnt == 1 else struct.pack(order + "I", v))
         for tag, typ, cnt, v in tags
     )
     magic = b"II" if order == "<" else b"MM"
     return (magic + struct.pack(order + "HIH", 42, 8, n) + ifd + struct.pack(order + "I", 0)
-            + struct.pack(order + "4H", 8, 8, 8, 8) + img.astype(np.uint8).tobytes())
+            + (bits if c > 2 else b"") + img.astype(np.uint8).tobytes())
 
 
 @pytest.mark.parametrize("order", ["<", ">"])
@@ -276,10 +278,18 @@ def test_rgba_tiff_with_alpha_tag_reads_unpremultiplied(tmp_path: Path, order: s
     img = photo_like(6, 7, c=4)
     img[..., 3] = np.arange(42, dtype=np.uint8).reshape(6, 7) * 6  # alpha from 0 to 246
     path = tmp_path / "a.tif"
-    path.write_bytes(rgba_tiff(img, order, extra_samples))
+    path.write_bytes(alpha_tiff(img, order, extra_samples))
     before = path.read_bytes()
     np.testing.assert_array_equal(read_image(path), img)
     assert path.read_bytes() == before  # the tag is changed in memory only
+
+
+def test_gray_alpha_tiff_warns_that_opencv_drops_its_alpha(tmp_path: Path) -> None:
+    img = photo_like(6, 7, c=2)
+    (tmp_path / "la.tif").write_bytes(alpha_tiff(img, "<", 2))
+    with pytest.warns(UserWarning, match="la.tif: OpenCV reads gray \\+ alpha TIFFs without their alpha"):
+        back = read_image(tmp_path / "la.tif")
+    np.testing.assert_array_equal(back, img[..., :1])
 
 
 @pytest.mark.parametrize("ext", [".tif", ".tiff"])

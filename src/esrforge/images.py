@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -34,8 +35,13 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
         raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
-    if data[:4].tobytes() in _TIFF_MAGIC:
-        _unmark_tiff_alpha(data)
+    tiff = _tiff_short_tags(data) if data[:4].tobytes() in _TIFF_MAGIC else {}
+    if tiff.get(_TIFF_EXTRA_SAMPLES, (0, 0))[0] == 2:
+        # For 8-bit RGBA TIFFs with "unassociated alpha" (GIMP's and Photoshop's) OpenCV goes
+        # through libtiff's RGBA reader, which premultiplies: colour 162 under alpha 4 came back
+        # as 3. Marked "unspecified" (in our copy of the bytes), the samples come as stored.
+        at = tiff[_TIFF_EXTRA_SAMPLES][1]
+        data[at : at + 2] = np.frombuffer(struct.pack("<H" if data[0] == ord("I") else ">H", 0), np.uint8)
     try:
         img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     except cv2.error as e:  # e.g. a header declaring more pixels than OpenCV allows
@@ -49,6 +55,8 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
             raise ImageError(f"{path}: unsupported sample type {img.dtype}")
     if img.ndim == 2:
         img = img[:, :, None]
+        if tiff.get(_TIFF_SAMPLES_PER_PIXEL, (1, 0))[0] == 2:
+            warnings.warn(f"{path}: OpenCV reads gray + alpha TIFFs without their alpha, so it is dropped; save as PNG to keep it", stacklevel=2)
         key = _png_gray_transparent_value(data) if data[:8].tobytes() == _PNG_SIGNATURE else None
         if key is not None:  # OpenCV drops a gray PNG's tRNS: that one gray level is transparent
             img = np.dstack([img, np.where(img == key, 0, np.iinfo(img.dtype).max).astype(img.dtype)])
@@ -225,30 +233,24 @@ def _ends_whole(name: str, ext: str) -> bool:
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
 
 
-def _unmark_tiff_alpha(data: np.ndarray) -> None:
-    """In a TIFF's bytes (our own copy), turn ExtraSamples "unassociated alpha" into "unspecified".
-
-    For 8-bit RGBA TIFFs so marked (GIMP's and Photoshop's), OpenCV goes through libtiff's RGBA
-    reader, which premultiplies: colour 162 under alpha 4 came back as 3. Unmarked, OpenCV
-    reads the samples as they are, still as BGRA. Only the first IFD (OpenCV's page) is looked
-    at; an unusual layout is left alone."""
-    raw = data.tobytes()[:8]
-    order = "<" if raw[:2] == b"II" else ">"
+def _tiff_short_tags(data: np.ndarray) -> dict[int, tuple[int, int]]:
+    """{tag: (value, offset of the value)} of the single-SHORT entries of a TIFF's first IFD
+    (the page OpenCV reads); {} for a layout that cannot be followed (OpenCV reports it)."""
+    order = "<" if data[:2].tobytes() == b"II" else ">"
+    out: dict[int, tuple[int, int]] = {}
     try:
-        (ifd,) = struct.unpack(order + "I", raw[4:8])
+        (ifd,) = struct.unpack(order + "I", data[4:8].tobytes())
         (count,) = struct.unpack(order + "H", data[ifd : ifd + 2].tobytes())
         for at in range(ifd + 2, ifd + 2 + 12 * count, 12):
-            tag, kind, n = struct.unpack(order + "HHI", data[at : at + 8].tobytes())
-            if tag == _TIFF_EXTRA_SAMPLES and kind == 3 and n == 1:
-                (value,) = struct.unpack(order + "H", data[at + 8 : at + 10].tobytes())
-                if value == 2:
-                    data[at + 8 : at + 10] = np.frombuffer(struct.pack(order + "H", 0), np.uint8)
-                return
-    except struct.error:  # truncated: OpenCV reports it
-        return
+            tag, kind, n, value = struct.unpack(order + "HHIH", data[at : at + 10].tobytes())
+            if kind == 3 and n == 1:
+                out[tag] = (value, at + 8)
+    except struct.error:
+        return {}
+    return out
 
 
-_TIFF_EXTRA_SAMPLES = 338
+_TIFF_SAMPLES_PER_PIXEL, _TIFF_EXTRA_SAMPLES = 277, 338
 
 
 def _tiny_tiff(pixels: np.ndarray, orientation: int) -> bytes:
