@@ -136,6 +136,7 @@ def test_pickle_with_code_is_refused_and_not_run(tmp_path):
     with pytest.raises(ModelFileError, match="refused") as e:
         load_model(p)
     assert str(p) in str(e.value) and "\n" not in str(e.value)
+    assert "GLOBAL" in str(e.value) and "In PyTorch 2.6" not in str(e.value)  # the reason, not torch's boilerplate
     assert not marker.exists()
     # A legacy (non-zip) pickle likewise.
     p2 = tmp_path / "evil_legacy.pth"
@@ -159,6 +160,25 @@ def test_truncated_file_gets_one_line_error(tmp_path, name):
     with pytest.raises(ModelFileError, match="truncated") as e:
         load_model(p)
     assert str(p) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_file_is_read_by_its_content_not_its_extension(tmp_path):
+    sd = tiny_rrdb().state_dict()
+    save_file(sd, tmp_path / "really_safetensors.pth")
+    torch.save({"params_ema": sd}, tmp_path / "really_torch.safetensors")
+    for name in ("really_safetensors.pth", "really_torch.safetensors"):
+        got = load_model(tmp_path / name).module.state_dict()
+        assert all(torch.equal(got[k], sd[k]) for k in sd)
+
+
+@pytest.mark.parametrize("head, what", [(b"\x89PNG\r\n\x1a\n", "it is a PNG image"), (b"<!DOCTYPE html>", "it is a text/HTML file"),
+                                        (b"\xd1\x07 random bytes", "not a PyTorch or safetensors model file")])
+def test_something_else_passed_as_a_model_is_named_not_called_code(tmp_path, head, what):
+    p = tmp_path / "model.pth"
+    p.write_bytes(head + bytes(64))
+    with pytest.raises(ModelFileError) as e:
+        load_model(p)
+    assert what in str(e.value) and "refused" not in str(e.value) and "\n" not in str(e.value)
 
 
 def test_missing_tensor_is_reported(tmp_path):

@@ -33,22 +33,58 @@ def read_raw(path: str | os.PathLike[str]) -> tuple[Any, dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
-    if path.suffix.lower() == ".safetensors":
-        return _read_safetensors(path)
+    kind = _sniff(path)
+    if kind == "safetensors" or (kind is None and path.suffix.lower() == ".safetensors"):
+        return _read_safetensors(path)  # by content: community files are sometimes misnamed
+    if kind not in ("torch", None):
+        raise ModelFileError(f"{path}: not a model file: it is {kind}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=None)
+        with open(path, "rb") as f:  # a file object: torch.load dispatches on a ".safetensors" name
+            obj = torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "Unsupported global" in str(e) or "Unsupported operand" in str(e) or "GLOBAL" in str(e):
+        why, msg = _torch_reason(e), str(e)
+        # An unknown opcode in a real pickle is code (INST, OBJ); in anything else, just bytes.
+        if "GLOBAL" in msg or "Unsupported global" in msg or (kind == "torch" and "Unsupported operand" in msg):
             raise ModelFileError(
                 f"{path}: refused: the file contains pickled code or objects, not only tensors "
-                f"(loaded with weights_only=True; nothing from it was run): {first}"
+                f"(loaded with weights_only=True; nothing from it was run): {why}"
             ) from None
-        raise ModelFileError(f"{path}: not a readable PyTorch file ({first})") from None
+        raise ModelFileError(f"{path}: not a PyTorch or safetensors model file ({why})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelFileError(f"{path}: truncated or not a PyTorch model file ({first})") from None
     return obj, {}
+
+
+# Files people pass as -m by mistake, by their first bytes.
+_NOT_MODELS = (
+    (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+    (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"), (b"BM", "a BMP image"), (b"\x1f\x8b", "gzip data"),
+    (b"7z\xbc\xaf", "a 7-Zip archive"), (b"Rar!", "a RAR archive"), (b"<", "a text/HTML file (a download page?)"),
+)
+
+
+def _sniff(path: Path) -> str | None:
+    """'safetensors', 'torch' (a zip or a protocol 2+ pickle), what else it is, or None if unknown."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return "torch"
+    if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100 << 20:
+        return "safetensors"  # an 8-byte header length, then the JSON header
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "a WebP image"
+    return next((what for magic, what in _NOT_MODELS if head.startswith(magic)), None)
+
+
+def _torch_reason(e: Exception) -> str:
+    """The informative line(s) of torch.load's weights_only error, without its boilerplate."""
+    keep = []
+    for line in str(e).splitlines():
+        line = line.split("WeightsUnpickler error:")[-1].strip()
+        if line and not line.startswith(("Weights only load failed", "Please file an issue", "Check the documentation")):
+            keep.append(line)
+    return "; ".join(keep) or type(e).__name__
 
 
 def _read_safetensors(path: Path) -> tuple[StateDict, dict[str, str]]:
