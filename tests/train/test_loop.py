@@ -312,12 +312,16 @@ def test_a_relative_state_path_resumes_in_its_own_run_folder(workspace, tmp_path
     assert not (tmp_path / "rel" / "training_states" / "runs").exists()
 
 
-def test_missing_vgg_weights_are_a_one_line_error(workspace, tmp_path, capsys):
+@pytest.mark.parametrize("what, says", [("missing", "no such VGG19 weights file"), ("an image", "not a model file: it is a PNG image")])
+def test_missing_or_wrong_vgg_weights_are_a_one_line_error(workspace, tmp_path, capsys, what, says):
     cfg = CONFIGS / "esrgan_gan_x4.yml"
+    if what == "an image":
+        (tmp_path / "nope.pth").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(32))
     o = tiny_overrides("novgg", workspace, cfg, iterations=1) + [f"losses.perceptual.vgg_weights={tmp_path / 'nope.pth'}"]
     assert main(["train", str(cfg), "--runs-dir", str(tmp_path), "-q"] + sum((["--set", x] for x in o), [])) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("esrforge train: error: losses.perceptual: ") and "nope.pth" in err and len(err.splitlines()) == 1
+    assert says in err
 
 
 @pytest.mark.parametrize("problem, message", [

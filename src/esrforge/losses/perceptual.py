@@ -48,7 +48,7 @@ def _hub_cache_file() -> Path:
 
 
 def load_vgg19_weights(path: str | os.PathLike[str] | None) -> dict[str, Tensor]:
-    """Read torchvision's VGG19 checkpoint (tensors only: `weights_only=True`).
+    """Read torchvision's VGG19 checkpoint (tensors only: `weights_only=True`; or safetensors).
 
     Without a path, torch hub's cache file ($TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth,
     TORCH_HOME defaulting to ~/.cache/torch) is used when present; nothing is downloaded.
@@ -65,7 +65,9 @@ def load_vgg19_weights(path: str | os.PathLike[str] | None) -> dict[str, Tensor]
         raise FileNotFoundError(
             f"{path}: no such VGG19 weights file (torchvision's is {VGG19_URL}); fix vgg_weights: PATH"
         )
-    sd = torch.load(path, map_location="cpu", weights_only=True)
+    from esrforge.modelio.files import read_raw  # tensors only; a wrong or code-carrying file is named
+
+    sd, _ = read_raw(path)
     if not isinstance(sd, dict):
         raise ValueError(f"{path}: not a state dict (got {type(sd).__name__})")
     return sd
