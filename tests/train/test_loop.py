@@ -122,6 +122,17 @@ def test_resume_from_a_state_file_alone(workspace, tmp_path):
     assert main(["train", "--resume", str(state), "--runs-dir", str(tmp_path), "-q"]) == 0
 
 
+@pytest.mark.parametrize("content, says", [(b"\x89PNG\r\n\x1a\n" + bytes(32), "it is a PNG image"), (None, "truncated")])
+def test_an_unreadable_state_is_a_one_line_error(workspace, tmp_path, capsys, content, says):
+    cfg = CONFIGS / "compact_x4.yml"
+    assert train(cfg, runs_dir=tmp_path, overrides=tiny_overrides("bad", workspace, cfg, iterations=1), quiet=True) == 0
+    state = tmp_path / "bad" / "training_states" / "1.state"
+    state.write_bytes(content if content is not None else state.read_bytes()[:1000])
+    assert main(["train", "--resume", str(state), "--runs-dir", str(tmp_path), "-q"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"esrforge train: error: {state}") and says in err and len(err.splitlines()) == 1
+
+
 def test_existing_run_needs_resume(workspace, tmp_path, capsys):
     cfg = CONFIGS / "compact_x4.yml"
     o = tiny_overrides("dup", workspace, cfg, iterations=1)

@@ -624,9 +624,9 @@ def newest_state(run_dir: Path) -> Path | None:
 
 def read_state(path: Path) -> dict[str, Any]:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure here means an unusable file
-        raise TrainingError(f"{path}: not a readable training state ({str(e).splitlines()[0]})") from None
+        state, _ = read_raw(path)  # tensors and plain containers only; a wrong file is named
+    except ValueError as e:  # ModelFileError: it starts with the path and says what the file is
+        raise TrainingError(f"{e}; expected an esrforge training state") from None
     if not isinstance(state, dict) or state.get("format") != "esrforge-training-state-1":
         raise TrainingError(f"{path}: not an esrforge training state")
     return state
