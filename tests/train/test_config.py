@@ -109,6 +109,19 @@ def test_bad_config_file_exit_code(tmp_path, capsys):
     assert "scale: 5 is not allowed" in err and "data: required" in err
 
 
+@pytest.mark.parametrize("content, says", [
+    (b"\x89PNG\r\n\x1a\n\x00\x00", "not a text file"),
+    (b"- a\n- b\n", "the top level must be a mapping of keys"),
+    (b"name: x\n  bad: [\n", "not valid YAML"),
+])
+def test_a_file_that_is_no_config_is_named_in_one_line(tmp_path, capsys, content, says):
+    p = tmp_path / "c.yml"
+    p.write_bytes(content)
+    assert main(["train", str(p), "--print-config"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"esrforge train: error: {p}: ") and says in err and len(err.splitlines()) == 1
+
+
 def _schema_errors(s, v, path="config"):
     """The JSON Schema keywords json_schema emits, checked without jsonschema (not a dependency);
     a keyword this does not know fails the test rather than being skipped."""

@@ -86,7 +86,8 @@ def metrics_command(sr: Path, hr: Path, *, crop_border: int = 0, y_channel: bool
     for p in problems:
         _error(p)
     if not rows:
-        _error(f"no image pairs to compare in {sr} and {hr}")
+        _error(f"none of the {len(pairs)} image pair(s) in {sr} and {hr} could be compared" if pairs
+               else f"no image pairs to compare in {sr} and {hr}")
         return 1
 
     mean = {k: math.fsum(r[k] for r in rows) / len(rows) for k in ("psnr", "ssim")}

@@ -307,7 +307,11 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as e:
             raise ConfigError([f"not valid YAML ({str(e).splitlines()[0]})"], str(path)) from None
+        except UnicodeDecodeError:
+            raise ConfigError(["not a text file (a YAML config is UTF-8 text)"], str(path)) from None
         name = str(path)
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError([f"the top level must be a mapping of keys (name: ..., scale: ...), got a {type(data).__name__}"], name)
     data = dict(data or {})
     for item in overrides or []:
         key, sep, raw = item.partition("=")
