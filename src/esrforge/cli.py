@@ -377,7 +377,7 @@ def degrade(
         raise CommandError("give HR_DIR and LR_DIR (or --preview IMAGE -o SHEET.png)")
     if output is not None:
         raise CommandError("-o goes with --preview; for a dataset give HR_DIR LR_DIR")
-    with tqdm(unit="img", disable=quiet, dynamic_ncols=True) as bar:
+    with tqdm(unit="img", disable=quiet, dynamic_ncols=True, delay=1.0) as bar:  # not drawn for an early error
         errors = degrade_folder(
             hr_dir, lr_dir, scale=scale, pipeline=pipe, seed=seed,
             workers=default_workers() if workers is None else workers, progress=bar,
