@@ -433,6 +433,20 @@ def test_best_validation_is_logged_and_shown(workspace, tmp_path, capsys):
     assert f"(best psnr {top['val']['psnr']:.4f} @ {top['iter']})" in capsys.readouterr().out
 
 
+def test_validation_runs_without_cudnn_autotuning_and_restores_it(workspace, tmp_path, monkeypatch):
+    """Training on CUDA turns cuDNN's autotuner on (one crop size); validation images each have
+    their own size, so it is off while they run, and back on afterwards."""
+    import esrforge.train.loop as loop
+
+    seen = []
+    real = loop._validate
+    monkeypatch.setattr(loop, "_validate", lambda run: seen.append(torch.backends.cudnn.benchmark) or real(run))
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    cfg = CONFIGS / "compact_x4.yml"
+    assert train(cfg, runs_dir=tmp_path, overrides=tiny_overrides("tune", workspace, cfg, iterations=2) + ["data.val.every=1"], quiet=True) == 0
+    assert seen == [False, False] and torch.backends.cudnn.benchmark is True
+
+
 def test_a_log_line_cut_by_a_killed_run_is_skipped_by_plot_and_not_glued_to_the_next(workspace, tmp_path, capsys):
     cfg = CONFIGS / "compact_x4.yml"
     o = tiny_overrides("cut", workspace, cfg, iterations=4) + ["train.checkpoint_every=100"]

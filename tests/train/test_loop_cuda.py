@@ -26,6 +26,7 @@ def test_gan_stage_trains_on_cuda(workspace, tmp_path, precision):
     cfg = CONFIGS / "esrgan_gan_x4.yml"
     o = tiny_overrides("g", workspace, cfg, iterations=4) + ["device=cuda", f"precision={precision}"]
     assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True) == 0
+    assert torch.backends.cudnn.benchmark is True  # cuDNN's autotuner for the fixed crop size
     run = tmp_path / "g"
     state = torch.load(run / "training_states" / "4.state", map_location="cpu", weights_only=True)
     assert (state["scaler"] is not None) == (precision == "fp16")
