@@ -1,8 +1,9 @@
 """Image files in and out: 8/16-bit, gray, gray + alpha, RGB, RGBA, EXIF orientation, atomic writes.
 
 Arrays are H x W x C in RGB(A) order (C = 2 is gray + alpha), dtype uint8 or uint16; float32
-in [0, 1] is accepted on write and read back from float TIFFs. Files are read through bytes so that non-ASCII paths work
-everywhere; writes fall back to bytes where OpenCV cannot open the path itself.
+in [0, 1] is accepted on write and read back from float TIFFs. Files are read through bytes so
+that non-ASCII paths work everywhere; writes fall back to bytes where OpenCV cannot open the path
+itself.
 """
 
 from __future__ import annotations
