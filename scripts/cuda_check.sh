@@ -32,4 +32,7 @@ timeout 120 $py benchmarks/bench_train.py --batch 16 --hr-size 128 --steps 10 2>
 # 4. A folder: reading and PNG writing overlapped with the model (esrforge's loop) vs serial.
 timeout 90 $py benchmarks/bench_folder.py --device cuda --images 16 --size 512 --rounds 2 2>&1 | tee "$out/bench_folder.txt"
 
+# 5. One Adam step over RRDBNet x4: default, foreach, fused (the trainer uses fused).
+timeout 60 $py benchmarks/bench_optim.py --device cuda --rounds 3 2>&1 | tee "$out/bench_optim.txt"
+
 exit "$status"
