@@ -246,6 +246,15 @@ def test_gray_alpha_stays_gray_alpha_each_channel_upscaled_as_gray():
     np.testing.assert_array_equal(out[..., 1:], upscale_image(img[..., 1:], lm, precision="fp32"))
 
 
+@pytest.mark.parametrize("c", [1, 2, 3, 4])
+@pytest.mark.parametrize("scale", [1, 2, 4])
+def test_every_channel_count_through_tiles_seams_and_outscale(c, scale):
+    lm = loaded(tiny_rrdb(scale, num_block=1))
+    img = photo_like(17, 23, c=c)
+    out = Upscaler(lm, tile=8, seamless="mirror", outscale=scale * 1.5, precision="fp32").upscale(img)
+    assert out.shape == (round(17 * scale * 1.5), round(23 * scale * 1.5), c) and out.dtype == np.uint8
+
+
 def test_opaque_rgba_stays_opaque():
     lm = loaded(tiny_compact(2))
     img = photo_like(12, 12, c=4)
