@@ -137,8 +137,9 @@ def build_models() -> dict[str, nn.Module]:
 def naive_in_fresh_process(index: int, args: argparse.Namespace) -> tuple[float, np.ndarray]:
     """The naive reference run as a plain script would: its own process, malloc untouched.
 
-    In-process, the heap left by earlier runs (and esrforge's allocator setting, which is
-    process-wide and one-way) changed the naive timings by up to 1.6x."""
+    In-process, the compact model's naive time after RRDBNet's took 2.45 s in one run and 1.55 s
+    in the next (2.13-2.58 s in fresh processes), and esrforge's allocator setting, which is
+    process-wide and one-way, must not reach it."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.npy"
         cmd = [sys.executable, __file__, "--size", str(args.size), "--device", args.device, "--repeats", str(args.repeats),
