@@ -13,6 +13,7 @@ import os
 import struct
 import warnings
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -36,13 +37,15 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
         raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
-    tiff = _tiff_short_tags(data) if data[:4].tobytes() in _TIFF_MAGIC else {}
+    raw = data.tobytes()  # the header parsing below works on bytes
+    is_png, is_tiff = raw[:8] == _PNG_SIGNATURE, raw[:4] in _TIFF_MAGIC
+    tiff = {tag: (v, at) for tag, (v, at, n) in _tiff_short_tags(raw).items() if n == 1} if is_tiff else {}
     if tiff.get(_TIFF_EXTRA_SAMPLES, (0, 0))[0] == 2:
         # For 8-bit RGBA TIFFs with "unassociated alpha" (GIMP's and Photoshop's) OpenCV goes
         # through libtiff's RGBA reader, which premultiplies: colour 162 under alpha 4 came back
         # as 3. Marked "unspecified" (in our copy of the bytes), the samples come as stored.
         at = tiff[_TIFF_EXTRA_SAMPLES][1]
-        data[at : at + 2] = np.frombuffer(struct.pack("<H" if data[0] == ord("I") else ">H", 0), np.uint8)
+        data[at : at + 2] = 0  # a SHORT 0 in either byte order
     try:
         img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     except cv2.error as e:  # e.g. a header declaring more pixels than OpenCV allows
@@ -58,17 +61,17 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         img = img[:, :, None]
         if tiff.get(_TIFF_SAMPLES_PER_PIXEL, (1, 0))[0] == 2:
             warnings.warn(f"{path}: OpenCV reads gray + alpha TIFFs without their alpha, so it is dropped; save as PNG to keep it", stacklevel=2)
-        key = _png_gray_transparent_value(data) if data[:8].tobytes() == _PNG_SIGNATURE else None
+        key = _png_gray_transparent_value(raw) if is_png else None
         if key is not None:  # OpenCV drops a gray PNG's tRNS: that one gray level is transparent
             img = np.dstack([img, np.where(img == key, 0, np.iinfo(img.dtype).max).astype(img.dtype)])
     elif img.shape[2] == 3:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    elif img.shape[2] == 4 and data[:8].tobytes() == _PNG_SIGNATURE and data[25] == _PNG_GRAY_ALPHA:
+    elif img.shape[2] == 4 and is_png and raw[25] == _PNG_GRAY_ALPHA:
         img = img[:, :, [0, 3]]  # OpenCV expands gray + alpha PNGs to BGRA (B = G = R, exactly)
     elif img.shape[2] == 4:
         img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
-    orientation = exif_orientation(data.tobytes())
-    if data[:4].tobytes() in _TIFF_MAGIC and _opencv_orients_tiff(orientation):
+    orientation = exif_orientation(raw)
+    if is_tiff and _opencv_orients_tiff(orientation):
         orientation = 1  # OpenCV has already turned it upright
     return np.ascontiguousarray(apply_orientation(img, orientation))
 
@@ -95,15 +98,6 @@ def write_image(path: str | os.PathLike[str], img: np.ndarray, *, quality: int =
     channels = 1 if img.ndim == 2 else img.shape[2]
     if channels in (2, 4) and ext in NO_ALPHA_SUFFIXES:
         raise ImageError(f"{path}: {ext} cannot store an alpha channel; use png, webp or tiff")
-    if channels == 2:
-        if ext == ".png":
-            la = img if img.dtype != np.float32 else (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
-            if la.dtype not in (np.uint8, np.uint16) or la.size == 0:
-                raise ImageError(f"{path}: cannot write a {la.dtype} image of shape {la.shape} as PNG")
-            atomic_save(path, lambda tmp: _write_gray_alpha_png(tmp, la))
-            return
-        img = np.concatenate([np.repeat(img[:, :, :1], 3, axis=2), img[:, :, 1:]], axis=2)
-        channels = 4
     own = False  # whether `img` is our own copy, which may then be converted in place
     if img.dtype == np.float32 and ext not in (".tif", ".tiff"):  # TIFF stores 32-bit float as is
         f = np.clip(img, 0, 1)
@@ -114,6 +108,13 @@ def write_image(path: str | os.PathLike[str], img: np.ndarray, *, quality: int =
         # As an editor's "save as JPEG" does: round(x / 257). OpenCV converts without a float
         # copy of the whole image (x / 257 is never a tie, so its rounding is exact).
         img, own = cv2.convertScaleAbs(img, alpha=1 / 257).reshape(img.shape), True
+    if channels == 2:
+        if ext == ".png":
+            if img.dtype not in (np.uint8, np.uint16) or img.size == 0:
+                raise ImageError(f"{path}: cannot write a {img.dtype} image of shape {img.shape} as PNG")
+            atomic_save(path, lambda tmp: _write_gray_alpha_png(tmp, img))
+            return
+        img, own, channels = np.concatenate([np.repeat(img[:, :, :1], 3, axis=2), img[:, :, 1:]], axis=2), True, 4
     # OpenCV encodes BGR(A). The caller's array must not change, so this is a copy unless the
     # depth conversion above already made one.
     if channels == 3:
@@ -158,19 +159,26 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_GRAY_ALPHA = 4  # IHDR colour type; IHDR is always the first chunk, its colour type at byte 25
 
 
-def _png_gray_transparent_value(data: np.ndarray) -> int | None:
-    """The transparent gray level of a gray PNG's tRNS chunk, on OpenCV's decoded scale, or None."""
-    if data.size < 33 or data[25] != 0:  # IHDR colour type 0: gray without alpha
-        return None
-    depth, at = int(data[24]), 8
-    while at + 8 <= data.size:
-        length, kind = struct.unpack(">I4s", data[at : at + 8].tobytes())
-        if kind == b"tRNS" and length >= 2:
-            (value,) = struct.unpack(">H", data[at + 8 : at + 10].tobytes())
-            return value * 255 // ((1 << depth) - 1) if depth < 8 else value  # 1/2/4-bit are expanded to 8
-        if kind in (b"IDAT", b"IEND"):  # tRNS comes before the image data
-            return None
+def _png_header_chunks(png: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """(type, data) of a PNG's chunks before the image data, where tRNS and eXIf live."""
+    at = 8
+    while at + 8 <= len(png):
+        length, kind = struct.unpack(">I4s", png[at : at + 8])
+        if kind in (b"IDAT", b"IEND"):
+            return
+        yield kind, png[at + 8 : at + 8 + length]
         at += 12 + length
+
+
+def _png_gray_transparent_value(png: bytes) -> int | None:
+    """The transparent gray level of a gray PNG's tRNS chunk, on OpenCV's decoded scale, or None."""
+    if len(png) < 33 or png[25] != 0:  # IHDR colour type 0: gray without alpha
+        return None
+    depth = png[24]
+    for kind, chunk in _png_header_chunks(png):
+        if kind == b"tRNS" and len(chunk) >= 2:
+            (value,) = struct.unpack(">H", chunk[:2])
+            return value * 255 // ((1 << depth) - 1) if depth < 8 else value  # 1/2/4-bit are expanded to 8
     return None
 
 
@@ -234,20 +242,23 @@ def _ends_whole(name: str, ext: str) -> bool:
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
 
 
-def _tiff_short_tags(data: np.ndarray) -> dict[int, tuple[int, int]]:
-    """{tag: (value, offset of the value)} of the single-SHORT entries of a TIFF's first IFD
-    (the page OpenCV reads); {} for a layout that cannot be followed (OpenCV reports it)."""
-    order = "<" if data[:2].tobytes() == b"II" else ">"
-    out: dict[int, tuple[int, int]] = {}
-    try:
-        (ifd,) = struct.unpack(order + "I", data[4:8].tobytes())
-        (count,) = struct.unpack(order + "H", data[ifd : ifd + 2].tobytes())
-        for at in range(ifd + 2, ifd + 2 + 12 * count, 12):
-            tag, kind, n, value = struct.unpack(order + "HHIH", data[at : at + 10].tobytes())
-            if kind == 3 and n == 1:
-                out[tag] = (value, at + 8)
-    except struct.error:
+def _tiff_short_tags(tiff: bytes) -> dict[int, tuple[int, int, int]]:
+    """{tag: (first value, offset of the value, count)} of the SHORT entries of a TIFF's first IFD
+    (the page OpenCV reads), as far as the bytes go; {} without a TIFF header."""
+    if len(tiff) < 8 or tiff[:2] not in (b"II", b"MM"):
         return {}
+    order = "<" if tiff[:2] == b"II" else ">"
+    out: dict[int, tuple[int, int, int]] = {}
+    (ifd,) = struct.unpack(order + "I", tiff[4:8])
+    if ifd + 2 > len(tiff):
+        return out
+    (count,) = struct.unpack(order + "H", tiff[ifd : ifd + 2])
+    for at in range(ifd + 2, ifd + 2 + 12 * count, 12):
+        if at + 12 > len(tiff):
+            break
+        tag, kind, n, value = struct.unpack(order + "HHIH", tiff[at : at + 10])
+        if kind == 3:
+            out.setdefault(tag, (value, at + 8, n))
     return out
 
 
@@ -290,22 +301,8 @@ def _opencv_orients_tiff(orientation: int) -> bool:
 
 
 def _tiff_orientation(tiff: bytes) -> int:
-    if len(tiff) < 8 or tiff[:2] not in (b"II", b"MM"):
-        return 1
-    e = "<" if tiff[:2] == b"II" else ">"
-    (ifd,) = struct.unpack(e + "I", tiff[4:8])
-    if ifd + 2 > len(tiff):
-        return 1
-    (n,) = struct.unpack(e + "H", tiff[ifd : ifd + 2])
-    for i in range(n):
-        off = ifd + 2 + 12 * i
-        if off + 12 > len(tiff):
-            break
-        tag, typ = struct.unpack(e + "HH", tiff[off : off + 4])
-        if tag == 0x0112 and typ == 3:
-            (value,) = struct.unpack(e + "H", tiff[off + 8 : off + 10])
-            return value if 1 <= value <= 8 else 1
-    return 1
+    value = _tiff_short_tags(tiff).get(0x0112, (1, 0, 0))[0]  # Orientation
+    return value if 1 <= value <= 8 else 1
 
 
 def _strip_exif_header(b: bytes) -> bytes:
@@ -326,15 +323,10 @@ def exif_orientation(data: bytes) -> int:
                 if marker == 0xE1 and seg.startswith(b"Exif\x00\x00"):
                     return _tiff_orientation(seg[6:])
                 pos += 2 + length
-        elif data[:8] == b"\x89PNG\r\n\x1a\n":
-            pos = 8
-            while pos + 8 <= len(data):
-                length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        elif data[:8] == _PNG_SIGNATURE:
+            for kind, chunk in _png_header_chunks(data):
                 if kind == b"eXIf":
-                    return _tiff_orientation(_strip_exif_header(data[pos + 8 : pos + 8 + length]))
-                if kind in (b"IDAT", b"IEND"):
-                    break
-                pos += 12 + length
+                    return _tiff_orientation(_strip_exif_header(chunk))
         elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
             pos = 12
             while pos + 8 <= len(data):
