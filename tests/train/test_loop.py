@@ -2,6 +2,7 @@ import json
 import os
 import re
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -198,19 +199,24 @@ def test_only_the_newest_checkpoints_are_kept(workspace, tmp_path):
     assert not list((tmp_path / "keep").rglob("*.partial"))
 
 
+def spoil_after(monkeypatch, cls: type, method: str, good_calls: int, spoil: Callable) -> None:
+    """Patch cls.method so that after `good_calls` calls its result is spoil(result, *args)."""
+    real, calls = getattr(cls, method), {"n": 0}
+
+    def patched(self, *args):
+        calls["n"] += 1
+        out = real(self, *args)
+        return spoil(out, *args) if calls["n"] > good_calls else out
+
+    monkeypatch.setattr(cls, method, patched)
+
+
 def test_nan_losses_stop_the_run_naming_the_last_good_checkpoint(workspace, tmp_path, monkeypatch):
     from esrforge.losses import pixel
 
     cfg = CONFIGS / "compact_x4.yml"
     o = tiny_overrides("nan", workspace, cfg, iterations=6) + ["train.checkpoint_every=1", "train.max_bad_steps=2"]
-    real = pixel.PixelLoss.forward
-    calls = {"n": 0}
-
-    def flaky(self, a, b):
-        calls["n"] += 1
-        return real(self, a, b) * (float("nan") if calls["n"] > 2 else 1.0)
-
-    monkeypatch.setattr(pixel.PixelLoss, "forward", flaky)
+    spoil_after(monkeypatch, pixel.PixelLoss, "forward", 2, lambda loss, *_: loss * float("nan"))
     with pytest.raises(TrainingError, match=r"iteration 3 was skipped 2 times in a row \(last: NaN/inf pixel loss\).*"
                        r"last good checkpoint: training_states/2.state"):
         train(cfg, runs_dir=tmp_path, overrides=o, quiet=True)
@@ -228,13 +234,7 @@ def test_a_nan_discriminator_loss_skips_the_generator_step_too(workspace, tmp_pa
 
     cfg = CONFIGS / "esrgan_gan_x4.yml"
     o = tiny_overrides("nand", workspace, cfg, iterations=6) + ["train.checkpoint_every=1", "train.max_bad_steps=2"]
-    real, calls = gan.GANLoss.discriminator_loss, {"n": 0}
-
-    def flaky(self, real_out, fake_out):
-        calls["n"] += 1
-        return real(self, real_out, fake_out) * (float("inf") if calls["n"] > 2 else 1.0)
-
-    monkeypatch.setattr(gan.GANLoss, "discriminator_loss", flaky)
+    spoil_after(monkeypatch, gan.GANLoss, "discriminator_loss", 2, lambda loss, *_: loss * float("inf"))
     steps = _count_optimizer_steps(monkeypatch)
     with pytest.raises(TrainingError, match=r"iteration 3 was skipped 2 times in a row \(last: NaN/inf gan_d"):
         train(cfg, runs_dir=tmp_path, overrides=o, quiet=True)
@@ -246,15 +246,8 @@ def test_nan_gradients_under_a_finite_loss_are_skipped_and_never_saved(workspace
 
     cfg = CONFIGS / "compact_x4.yml"
     o = tiny_overrides("nang", workspace, cfg, iterations=6) + ["train.checkpoint_every=1", "train.max_bad_steps=2"]
-    real, calls = pixel.PixelLoss.forward, {"n": 0}
-
-    def poisoned(self, a, b):
-        calls["n"] += 1
-        loss = real(self, a, b)
-        # d/dx sqrt(|x - x|) is inf at 0: the loss stays finite, its gradient does not.
-        return loss + 0 * (a - a.detach()).abs().sqrt().sum() if calls["n"] > 2 else loss
-
-    monkeypatch.setattr(pixel.PixelLoss, "forward", poisoned)
+    # d/dx sqrt(|x - x|) is inf at 0: the loss stays finite, its gradient does not.
+    spoil_after(monkeypatch, pixel.PixelLoss, "forward", 2, lambda loss, a, b: loss + 0 * (a - a.detach()).abs().sqrt().sum())
     with pytest.raises(TrainingError, match=r"\(last: NaN/inf generator gradients\).*training_states/2.state"):
         train(cfg, runs_dir=tmp_path, overrides=o, quiet=True)
     state = torch.load(tmp_path / "nang" / "training_states" / "2.state", weights_only=True)
