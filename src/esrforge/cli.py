@@ -126,20 +126,16 @@ def _image_suffixes() -> tuple[str, ...]:
     return IMAGE_SUFFIXES
 
 
-def _visible_files(folder: Path) -> list[Path]:
-    """Files under `folder`, leaving out hidden ones (name starting with '.'): macOS's `._x.png`
-    resource forks, and the temporary files of a write that a killed run left behind."""
-    return [f for f in folder.rglob("*") if f.is_file() and not any(part.startswith(".") for part in f.relative_to(folder).parts)]
-
-
 def collect_inputs(inputs: Sequence[str]) -> list[tuple[Path, Path]]:
     """Expand files, folders (recursive) and globs into (file, path relative to its root)."""
+    from esrforge.images import visible_files
+
     suffixes = _image_suffixes()
     found: list[tuple[Path, Path]] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files = sorted(f for f in _visible_files(p) if f.suffix.lower() in suffixes)
+            files = sorted(f for f in visible_files(p) if f.suffix.lower() in suffixes)
             found += [(f, f.relative_to(p)) for f in files]
         elif p.is_file():
             found.append((p, Path(p.name)))
@@ -148,7 +144,7 @@ def collect_inputs(inputs: Sequence[str]) -> list[tuple[Path, Path]]:
             root = Path(*[part for part in itertools.takewhile(lambda q: not glob.has_magic(q), p.parts)] or ["."])
             for m in sorted(Path(m) for m in glob.glob(item, recursive=True)):
                 # a matched folder counts as the shell would pass it: its images, recursively
-                files = sorted(_visible_files(m)) if m.is_dir() else [m]
+                files = sorted(visible_files(m)) if m.is_dir() else [m]
                 found += [(f, f.relative_to(root)) for f in files if f.suffix.lower() in suffixes]
         else:
             raise CommandError(f"{item}: no such file or folder")

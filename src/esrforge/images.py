@@ -26,6 +26,12 @@ FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tiff"}
 NO_ALPHA_SUFFIXES = (".jpg", ".jpeg", ".bmp")  # formats that cannot store an alpha channel
 
 
+def visible_files(folder: Path) -> list[Path]:
+    """Files under `folder`, leaving out hidden ones (a name starting with '.' anywhere below it):
+    macOS's `._x.png` resource forks, and the temporary files of a write that a killed run left."""
+    return [f for f in folder.rglob("*") if f.is_file() and not any(part.startswith(".") for part in f.relative_to(folder).parts)]
+
+
 class ImageError(ValueError):
     """An image that cannot be read or written; the message names the file."""
 

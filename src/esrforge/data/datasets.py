@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from esrforge.data.pipeline import Pipeline
-from esrforge.images import IMAGE_SUFFIXES, ImageError, image_size, read_image
+from esrforge.images import IMAGE_SUFFIXES, ImageError, image_size, read_image, visible_files
 
 
 class DatasetError(ValueError):
@@ -38,9 +38,8 @@ def scan_images(roots: Sequence[str | Path]) -> dict[str, Path]:
         if not root.is_dir():
             raise DatasetError(f"{root}: no such folder")
         prefix = f"{i}/" if len(roots) > 1 else ""
-        for f in sorted(root.rglob("*")):
-            # hidden files (macOS `._x.png` resource forks, a killed write's temporary) are not images
-            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not any(p.startswith(".") for p in f.relative_to(root).parts):
+        for f in sorted(visible_files(root)):
+            if f.suffix.lower() in IMAGE_SUFFIXES:
                 key = prefix + f.relative_to(root).with_suffix("").as_posix()
                 if key in found:
                     raise DatasetError(f"{found[key]} and {f}: two images with the same name")
