@@ -209,6 +209,17 @@ def test_metrics_command_reports_missing_partners_and_size_mismatch(tmp_path, ca
     assert any(str(sr / "big.png") in line and str(hr / "big.png") in line and "24x20" in line for line in lines)
 
 
+def test_metrics_command_leaves_hidden_files_out(tmp_path, capsys):
+    """macOS's `._x.png` forks and a killed write's temporary file are not images to compare."""
+    sr, hr = _folders(tmp_path)
+    (sr / "sub" / "._0.tiff").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (hr / ".cache").mkdir()
+    write_image(hr / ".cache" / "2.png", photo_like(24, 24))
+    assert metrics_command(sr, hr, as_json=True) == 0
+    out, err = capsys.readouterr()
+    assert [r["name"] for r in json.loads(out)["images"]] == ["sub/0.png", "sub/1.png"] and err == ""
+
+
 def test_metrics_command_table_and_single_files(tmp_path, capsys):
     sr, hr = _folders(tmp_path)
     assert metrics_command(sr, hr) == 0

@@ -189,7 +189,7 @@ def test_printed_configs_load_again():
         assert load_config(yaml.safe_load(dump_config(cfg))) == cfg
 
 
-@pytest.mark.parametrize("device", ["gpu", "cuda0", "cuda:x", "CPU", ""])
+@pytest.mark.parametrize("device", ["gpu", "cuda0", "cuda:x", "CPU", "cpu:1", ""])
 def test_device_is_checked(device):
     with pytest.raises(ConfigError) as e:
         load_config(_minimal(device=device))
@@ -197,7 +197,7 @@ def test_device_is_checked(device):
 
 
 def test_device_forms():
-    for device in ("auto", "cpu", "cuda", "cuda:1", "mps"):  # checked, not resolved: no GPU needed
+    for device in ("auto", "cpu", "cpu:0", "cuda", "cuda:1", "mps"):  # checked, not resolved: no GPU needed
         assert load_config(_minimal(device=device)).device == device
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import cv2
 
-from esrforge.images import IMAGE_SUFFIXES, ImageError, read_image
+from esrforge.images import IMAGE_SUFFIXES, ImageError, read_image, visible_files
 from esrforge.metrics.psnr_ssim import psnr, ssim
 
 _PREFIX = "esrforge metrics: error:"
@@ -20,10 +20,11 @@ def _error(msg: str) -> None:
 
 
 def _index(root: Path, problems: list[str]) -> dict[str, Path]:
-    """Images under `root` keyed by relative path without extension (upscalers change formats)."""
+    """Images under `root` keyed by relative path without extension (upscalers change formats).
+    Hidden files are left out, as the upscaler and the datasets leave them out."""
     found: dict[str, list[Path]] = {}
-    for f in sorted(root.rglob("*")):
-        if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+    for f in sorted(visible_files(root)):
+        if f.suffix.lower() in IMAGE_SUFFIXES:
             found.setdefault(f.relative_to(root).with_suffix("").as_posix(), []).append(f)
     for files in found.values():
         if len(files) > 1:  # a.png next to a.jpg: either could be meant, so compare neither

@@ -270,7 +270,7 @@ class TrainConfig:
         if not self.name or self.name in (".", "..") or any(c in self.name for c in "/\\"):
             allowed = "a non-empty name without / or \\, not . or .."
             out.append(("name", f"{self.name!r} is not a single folder name (allowed: {allowed})"))
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
+        if not re.fullmatch(r"auto|cpu(:0)?|cuda(:\d+)?|mps", self.device):
             out.append(("device", f"{self.device!r} is not allowed (allowed: auto, cpu, cuda, cuda:N, mps)"))
         if self.data.train.hr_size % self.scale:
             out.append(("data.train.hr_size", f"{self.data.train.hr_size} is not a multiple of scale {self.scale}"))
