@@ -106,13 +106,14 @@ def test_bad_config_file_exit_code(tmp_path, capsys):
     p.write_text("name: x\nscale: 5\n")
     assert main(["train", str(p), "--print-config"]) == 1
     err = capsys.readouterr().err
-    assert "scale: 5 is not allowed" in err and "data: required" in err
+    assert "scale: 5 is not allowed" in err and "data: required (a section with train)" in err
+    assert "generator: required (a section with arch)" in err
 
 
 @pytest.mark.parametrize("content, says", [
     (b"\x89PNG\r\n\x1a\n\x00\x00", "not a text file"),
     (b"- a\n- b\n", "the top level must be a mapping of keys"),
-    (b"name: x\n  bad: [\n", "not valid YAML"),
+    (b"name: x\n  bad: [\n", "not valid YAML (line 2, column 6: mapping values are not allowed here)"),
 ])
 def test_a_file_that_is_no_config_is_named_in_one_line(tmp_path, capsys, content, says):
     p = tmp_path / "c.yml"
@@ -304,3 +305,54 @@ def test_schedule_values():
     for ms in ([10, 10], [20, 10]):
         with pytest.raises(ConfigError, match=rf"^config: schedule.milestones: \[{ms[0]}, {ms[1]}\] must be strictly increasing$"):
             load_config(_minimal(schedule={"type": "multistep", "milestones": ms}))
+
+
+def test_numbers_in_exponent_form_are_numbers(tmp_path):
+    """YAML 1.1 reads `2e-4` as a string; configs (and BasicSR's) write learning rates that way."""
+    p = tmp_path / "c.yml"
+    p.write_text("name: x\nscale: 4\ndata: {train: {hr: d}}\ngenerator: {arch: compact}\n"
+                 "optim: {generator: {lr: 2e-4}, discriminator: {lr: 1E+1}}\nschedule: {type: cosine_restarts, periods: [10], eta_min: 5e-4}\n")
+    cfg = load_config(p, ["optim.generator.weight_decay=1e-2"])
+    assert (cfg.optim.generator.lr, cfg.optim.discriminator.lr, cfg.schedule.eta_min) == (2e-4, 10.0, 5e-4)
+    assert cfg.optim.generator.weight_decay == 0.01
+    with pytest.raises(ConfigError, match=r"name: expected a string, got 100000.0"):
+        load_config(p, ["name=1e5"])
+    assert load_config(p, ["name='1e5'"]).name == "1e5"
+
+
+def test_a_set_value_that_is_not_yaml_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"--set 'name=\[x': the value is not valid YAML \(line 1, column 3: .*\)"):
+        load_config(_minimal(), ["name=[x"])
+
+
+@pytest.mark.parametrize("key", ["in_ch", "out_ch"])
+def test_generator_channels_must_match_the_training_images(key):
+    with pytest.raises(ConfigError) as e:
+        load_config(_minimal(generator={"arch": "compact", key: 1}))
+    assert e.value.problems == [f"generator.{key}: 1 does not match data.train.channels 3 (the training images are read with that many channels)"]
+    cfg = load_config(_minimal(generator={"arch": "compact", "in_ch": 1, "out_ch": 1}, data={"train": {"hr": "x", "channels": 1}}))
+    assert cfg.generator.in_ch == 1
+
+
+@pytest.mark.parametrize("scale, k", [(1, 4), (2, 2), (4, 1), (8, 1)])
+def test_hr_size_must_give_an_lr_crop_the_rrdbnet_can_unshuffle(scale, k):
+    """The x1/x2 RRDBNet pixel-unshuffles its input by 4/2 (Real-ESRGAN): an LR crop that does
+    not divide evenly failed with a traceback at the first step."""
+    import torch
+
+    from esrforge.archs.rrdbnet import RRDBNet, unshuffle_factor_for
+
+    assert unshuffle_factor_for(scale) == k  # the config's own copy of the rule agrees
+    smallest = scale * k * 2
+    cfg = load_config(_minimal(scale=scale, generator={"arch": "rrdbnet"}, data={"train": {"hr": "x", "hr_size": smallest}}))
+    net = RRDBNet(num_feat=4, num_block=1, num_grow_ch=4, scale=scale)
+    lr = torch.rand(1, 3, smallest // scale, smallest // scale)
+    assert net(lr).shape[-1] == smallest  # what the config accepts, the network runs
+    if k > 1:
+        bad = smallest + scale
+        with pytest.raises(ConfigError) as e:
+            load_config(_minimal(scale=scale, generator={"arch": "rrdbnet"}, data={"train": {"hr": "x", "hr_size": bad}}))
+        assert e.value.problems == [f"data.train.hr_size: {bad} gives a {bad // scale}-pixel LR crop, which the x{scale} "
+                                    f"RRDBNet cannot pixel-unshuffle by {k} (allowed: multiples of {scale * k})"]
+        # the compact model has no unshuffle
+        assert load_config(_minimal(scale=scale, generator={"arch": "compact"}, data={"train": {"hr": "x", "hr_size": bad}}))

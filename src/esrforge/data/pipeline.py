@@ -26,6 +26,7 @@ from esrforge.data.noise import Noise
 from esrforge.data.resize import Resize, resize_to
 from esrforge.data.sharpen import Sharpen
 from esrforge.data.steps import Context, PipelineError, Step
+from esrforge.yamlfile import YamlError, load_yaml
 
 
 @dataclass(frozen=True)
@@ -157,12 +158,10 @@ class Pipeline:
 
 
 def _load_yaml(path: Path) -> Any:
-    import yaml
-
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise PipelineError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        return load_yaml(path.read_text(encoding="utf-8"))
+    except YamlError as e:
+        raise PipelineError(f"{path}: {e}") from None
 
 
 def load_pipeline(spec: str | Path | Sequence[Any] | Mapping[str, Any]) -> Pipeline:

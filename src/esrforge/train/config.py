@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any, Literal
 import yaml
 
 from esrforge.train.schema import ConfigError, bounded, json_schema, parse, to_dict
+from esrforge.yamlfile import YamlError, load_yaml
 
 Problems = list[tuple[str, str]]
 
@@ -272,8 +274,18 @@ class TrainConfig:
             out.append(("name", f"{self.name!r} is not a single folder name (allowed: {allowed})"))
         if not re.fullmatch(r"auto|cpu(:0)?|cuda(:\d+)?|mps", self.device):
             out.append(("device", f"{self.device!r} is not allowed (allowed: auto, cpu, cuda, cuda:N, mps)"))
-        if self.data.train.hr_size % self.scale:
-            out.append(("data.train.hr_size", f"{self.data.train.hr_size} is not a multiple of scale {self.scale}"))
+        t, g = self.data.train, self.generator
+        # the x1/x2 RRDBNet pixel-unshuffles its input by k: its LR crop must divide evenly
+        k = {1: 4, 2: 2}.get(self.scale, 1) if g.arch == "rrdbnet" else 1  # archs.rrdbnet.unshuffle_factor_for
+        if t.hr_size % self.scale:
+            out.append(("data.train.hr_size", f"{t.hr_size} is not a multiple of scale {self.scale}"))
+        elif (t.hr_size // self.scale) % k:
+            out.append(("data.train.hr_size", f"{t.hr_size} gives a {t.hr_size // self.scale}-pixel LR crop, which the "
+                        f"x{self.scale} RRDBNet cannot pixel-unshuffle by {k} (allowed: multiples of {self.scale * k})"))
+        for key in ("in_ch", "out_ch"):  # the dataset reads LR and HR with data.train.channels
+            if getattr(g, key) != t.channels:
+                out.append((f"generator.{key}", f"{getattr(g, key)} does not match data.train.channels {t.channels} "
+                            "(the training images are read with that many channels)"))
         if self.losses.gan is not None and self.discriminator is None:
             out.append(("losses.gan", "needs a discriminator section"))
         if self.discriminator is not None and self.losses.gan is None:
@@ -295,18 +307,19 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
-def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None = None) -> TrainConfig:
-    """Read and validate a config (file or dict); `overrides` are `a.b.c=value` (YAML values)."""
+def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None = None, *, name: str = "config") -> TrainConfig:
+    """Read and validate a config (file or dict); `overrides` are `a.b.c=value` (YAML values).
+    `name` is what errors call a dict source (a training state's path, say)."""
     if isinstance(source, dict):
-        data, name = source, "config"
+        data = copy.deepcopy(source)  # --set edits nested sections: never the caller's
     else:
         path = Path(source)
         if not path.is_file():
             raise ConfigError([f"no such config file: {path}"], str(path))
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise ConfigError([f"not valid YAML ({str(e).splitlines()[0]})"], str(path)) from None
+            data = load_yaml(path.read_text(encoding="utf-8"))
+        except YamlError as e:
+            raise ConfigError([str(e)], str(path)) from None
         except UnicodeDecodeError:
             raise ConfigError(["not a text file (a YAML config is UTF-8 text)"], str(path)) from None
         name = str(path)
@@ -317,7 +330,11 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError([f"--set {item!r}: expected key.path=value"], name)
-        _set(data, key.strip(), yaml.safe_load(raw))
+        try:
+            value = load_yaml(raw)
+        except YamlError as e:
+            raise ConfigError([f"--set {item!r}: the value is {e}"], name) from None
+        _set(data, key.strip(), value)
     return parse(TrainConfig, data, name)
 
 

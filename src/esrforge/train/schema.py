@@ -62,6 +62,18 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _what(tp: Any) -> str:
+    """A missing value's type as a config author reads it: a section names its own required keys."""
+    if dataclasses.is_dataclass(tp):
+        needs = [f.name for f in dataclasses.fields(tp) if f.init and _required(f)]
+        return "a section" + (f" with {', '.join(needs)}" if needs else "")
+    return _type_name(tp)
+
+
 class _Parser:
     def __init__(self) -> None:
         self.problems: list[str] = []
@@ -156,8 +168,8 @@ class _Parser:
             sub = f"{path}.{name}" if path else name
             if name in data:
                 kwargs[name] = self.value(hints[name], data[name], sub, dict(f.metadata))
-            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                self.fail(sub, f"required ({_type_name(hints[name])})")
+            elif _required(f):
+                self.fail(sub, f"required ({_what(hints[name])})")
         if len(self.problems) > before:
             return None  # cross-field checks would only trip over the values already reported
         try:

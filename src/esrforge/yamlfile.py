@@ -1,0 +1,36 @@
+"""YAML as config authors write it: safe loading, `2e-4` read as a number, errors with a line.
+
+PyYAML follows YAML 1.1, where a float needs a dot: `lr: 2e-4` is the *string* "2e-4", and the
+config would then refuse a learning rate written the way papers and BasicSR's configs write it.
+YAML 1.2 (and every JSON parser) reads it as a number; so does this loader.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+
+
+class YamlError(ValueError):
+    """Text that is not valid YAML; the message gives the line and column."""
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+# Only the forms YAML 1.1 misses (an exponent without a dot); its own float forms stay as they are.
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def load_yaml(text: str) -> Any:
+    """Parse one YAML document with safe types only; raise YamlError naming the line of a mistake."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise YamlError(f"not valid YAML ({where}{problem})") from None
