@@ -47,7 +47,8 @@ def test_same_seed_and_epoch_give_same_items_other_epoch_differs(tmp_path):
 def test_hr_only_generates_lr_and_mixes_with_given_partners(tmp_path):
     make_pairs(tmp_path)
     write_image(tmp_path / "hr" / "extra.png", photo_like(40, 40, seed=9))
-    ds = SRDataset([tmp_path / "hr"], lr_roots=[tmp_path / "lr"], pipeline=load_pipeline("realesrgan"), scale=4, hr_size=32)
+    with pytest.warns(UserWarning, match=r"1 of 4 HR image\(s\) have no LR partner in .*lr; their LR is made by the degradation pipeline: .*extra.png"):
+        ds = SRDataset([tmp_path / "hr"], lr_roots=[tmp_path / "lr"], pipeline=load_pipeline("realesrgan"), scale=4, hr_size=32)
     assert len(ds) == 4
     gen = [ds[i] for i in range(4) if ds.samples[i].lr is None]
     assert len(gen) == 1 and gen[0]["lr"].shape == (3, 8, 8) and gen[0]["degradations"]

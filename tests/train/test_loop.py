@@ -134,6 +134,81 @@ def test_an_unreadable_state_is_a_one_line_error(workspace, tmp_path, capsys, co
     assert err.startswith(f"esrforge train: error: {state}") and says in err and len(err.splitlines()) == 1
 
 
+def test_set_extends_a_finished_run_resumed_from_its_state_alone(workspace, tmp_path, capsys):
+    cfg = CONFIGS / "compact_x4.yml"
+    assert train(cfg, runs_dir=tmp_path, overrides=tiny_overrides("more", workspace, cfg, iterations=2), quiet=True) == 0
+    state = tmp_path / "more" / "training_states" / "2.state"
+    assert main(["train", "--resume", str(state), "--set", "train.iterations=3", "-q"]) == 0
+    assert (tmp_path / "more" / "training_states" / "3.state").exists()
+    assert main(["train", "--resume", str(state), "--set", "train.iterations=zero", "-q"]) == 1
+    assert f"esrforge train: error: {state}: train.iterations: expected a whole number, got 'zero'" in capsys.readouterr().err
+
+
+def test_a_missing_state_file_is_named_as_such(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path / "nope.state"), "-q"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"esrforge train: error: {tmp_path / 'nope.state'}: no such file; expected a training state (RUN/training_states/N.state)"
+    )
+
+
+def test_every_missing_file_is_named_with_its_field_before_anything_loads(workspace, tmp_path, capsys):
+    cfg = CONFIGS / "esrgan_gan_x4.yml"
+    o = tiny_overrides("gone", workspace, cfg, iterations=1) + [
+        f"data.train.hr=[{tmp_path / 'nodata'}]", f"losses.perceptual.vgg_weights={tmp_path / 'novgg.pth'}",
+        f"pretrain.generator={tmp_path / 'nomodel.pth'}", f"pretrain.discriminator={tmp_path}",
+    ]
+    assert main(["train", str(cfg), "--runs-dir", str(tmp_path), "-q"] + sum((["--set", x] for x in o), [])) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0] == "esrforge train: error: 4 missing file(s) or folder(s):"
+    assert lines[1] == f"  data.train.hr: {tmp_path / 'nodata'}: no such folder"
+    assert lines[2].startswith(f"  pretrain.generator: {tmp_path / 'nomodel.pth'}: no such model file")
+    assert lines[3] == f"  pretrain.discriminator: {tmp_path}: is a folder, not a model file"
+    assert lines[4].startswith(f"  losses.perceptual.vgg_weights: {tmp_path / 'novgg.pth'}: no such VGG19 weights file")
+    assert not (tmp_path / "gone").exists()
+
+
+def test_a_pretrain_file_of_another_architecture_is_refused_even_when_not_strict(workspace, tmp_path):
+    from esrforge.archs.compact import SRVGGNetCompact
+
+    sd = SRVGGNetCompact(num_feat=4, num_conv=1).state_dict()
+    torch.save({"params": sd}, tmp_path / "compact.pth")
+    cfg = CONFIGS / "finetune.yml"
+    o = tiny_overrides("other", workspace, cfg, iterations=1) + [f"pretrain.generator={tmp_path / 'compact.pth'}", "pretrain.strict=false"]
+    with pytest.raises(TrainingError, match=rf"pretrain.generator: .*compact.pth: none of its {len(sd)} tensors fits the generator"):
+        train(cfg, runs_dir=tmp_path, overrides=o, quiet=True)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_image_that_stops_decoding_mid_run_saves_the_state_and_resumes_exactly(workspace, tmp_path, workers):
+    """A file that passed the header check but fails to decode (a truncated copy, a disk error)
+    stops the run with its name and a saved state; fixed, the run resumes bit-identically."""
+    import shutil
+
+    hr = tmp_path / "hr"
+    shutil.copytree(workspace / "hr", hr)
+    cfg = CONFIGS / "compact_x4.yml"
+    o = tiny_overrides("flaky", workspace, cfg, iterations=5) + [
+        f"data.train.hr=[{hr}]", f"data.train.workers={workers}", "train.checkpoint_every=100", "data.val=null"]
+    assert train(cfg, runs_dir=tmp_path / "a", overrides=o, quiet=True) == 0
+    good = (hr / "1.png").read_bytes()
+
+    def truncate_at_2(run):
+        if run.iteration == 2:
+            (hr / "1.png").write_bytes(good[: len(good) // 2])
+
+    with pytest.raises(TrainingError) as e:
+        train(cfg, runs_dir=tmp_path / "b", overrides=o, quiet=True, on_iteration=truncate_at_2)
+    msg = str(e.value)
+    assert msg.startswith(f"while loading a training sample: {hr / '1.png'}: not a readable image")
+    assert len(msg.splitlines()) == 1 and "Traceback" not in msg
+    stopped = int(re.search(r"state saved at iteration (\d+)\)$", msg).group(1))
+    assert 2 <= stopped < 5
+    (hr / "1.png").write_bytes(good)
+    assert train(cfg, runs_dir=tmp_path / "b", overrides=o, quiet=True, resume=True) == 0
+    a, b = _weights(tmp_path / "a" / "flaky", 5), _weights(tmp_path / "b" / "flaky", 5)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_existing_run_needs_resume(workspace, tmp_path, capsys):
     cfg = CONFIGS / "compact_x4.yml"
     o = tiny_overrides("dup", workspace, cfg, iterations=1)
@@ -218,8 +293,9 @@ def test_nan_losses_stop_the_run_naming_the_last_good_checkpoint(workspace, tmp_
     o = tiny_overrides("nan", workspace, cfg, iterations=6) + ["train.checkpoint_every=1", "train.max_bad_steps=2"]
     spoil_after(monkeypatch, pixel.PixelLoss, "forward", 2, lambda loss, *_: loss * float("nan"))
     with pytest.raises(TrainingError, match=r"iteration 3 was skipped 2 times in a row \(last: NaN/inf pixel loss\).*"
-                       r"last good checkpoint: training_states/2.state"):
+                       r"last good checkpoint: training_states/2.state") as e:
         train(cfg, runs_dir=tmp_path, overrides=o, quiet=True)
+    assert "lower optim lr, set train.grad_clip;" in str(e.value)  # fp32 already: no "use fp32" advice
 
 
 def _count_optimizer_steps(monkeypatch) -> list[int]:
@@ -304,6 +380,9 @@ def test_resume_refuses_a_network_added_since_and_another_runs_config(workspace,
         train(gan, runs_dir=tmp_path, overrides=og, quiet=True, resume=state)
     with pytest.raises(TrainingError, match=r"2.state belongs to run 'grow', but .*esrgan_psnr_x4.yml names 'other'"):
         train(psnr, overrides=o + ["name=other"], quiet=True, resume=state)
+    with pytest.raises(TrainingError) as e:
+        train(psnr, runs_dir=tmp_path, overrides=o + ["train.ema=null"], quiet=True, resume=state)
+    assert str(e.value) == f"{state}: the run has an EMA of the generator (train.ema) and the config does not; resume with the config the run started with"
 
 
 def test_a_relative_state_path_resumes_in_its_own_run_folder(workspace, tmp_path, monkeypatch):
@@ -324,15 +403,16 @@ def test_missing_or_wrong_vgg_weights_are_a_one_line_error(workspace, tmp_path, 
     o = tiny_overrides("novgg", workspace, cfg, iterations=1) + [f"losses.perceptual.vgg_weights={tmp_path / 'nope.pth'}"]
     assert main(["train", str(cfg), "--runs-dir", str(tmp_path), "-q"] + sum((["--set", x] for x in o), [])) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("esrforge train: error: losses.perceptual: ") and "nope.pth" in err and len(err.splitlines()) == 1
+    assert err.startswith("esrforge train: error: losses.perceptual.vgg_weights: ") and "nope.pth" in err and len(err.splitlines()) == 1
     assert says in err
 
 
 @pytest.mark.parametrize("problem, message", [
-    ("missing", "data.val: {val}: no such folder"),
+    ("missing", "data.val.hr: {val}: no such folder"),
     ("empty", "data.val.hr: no images in {val}"),
     ("small", "data.val.hr: {val}/s.png is 16x16; SSIM needs 11x11 pixels after cropping"),
     ("unpaired", "data.val.lr: no LR image named like v.png"),
+    ("mis-sized", "data.val.lr: {vlr}/v.png (10x8) is not {val}/v.png (32x32) / 4"),
 ])
 def test_a_bad_validation_set_is_refused_before_training(workspace, tmp_path, problem, message):
     val = tmp_path / "val"
@@ -345,9 +425,13 @@ def test_a_bad_validation_set_is_refused_before_training(workspace, tmp_path, pr
         write_image(val / "v.png", photo_like(32, 32))
         write_image(tmp_path / "vlr" / "other.png", photo_like(8, 8))
         extra.append(f"data.val.lr={tmp_path / 'vlr'}")
+    elif problem == "mis-sized":  # it used to fail at the first validation, after training
+        write_image(val / "v.png", photo_like(32, 32))
+        write_image(tmp_path / "vlr" / "v.png", photo_like(8, 10))
+        extra.append(f"data.val.lr={tmp_path / 'vlr'}")
     cfg = CONFIGS / "compact_x4.yml"
     o = tiny_overrides("badval", workspace, cfg, iterations=2) + [f"data.val.hr=[{val}]"] + extra
-    with pytest.raises(TrainingError, match=re.escape(message.format(val=val))):
+    with pytest.raises(TrainingError, match=re.escape(message.format(val=val, vlr=tmp_path / "vlr"))):
         train(cfg, runs_dir=tmp_path, overrides=o, quiet=True)
     assert not (tmp_path / "badval").exists()
 
@@ -395,6 +479,9 @@ def test_two_cpu_processes_with_torchrun_match_one_process(workspace, tmp_path):
     assert all(torch.allclose(a[k], b[k], atol=1e-6, rtol=1e-5) for k in a)
     log = (tmp_path / "two" / "ddp" / "log.jsonl").read_text().splitlines()
     assert len(log) == 3 and json.loads(log[-1])["images"] == 6  # one writer; 2 ranks x batch 1 x 3 its
+    # The logged losses are the whole batch's, not rank 0's half of it.
+    one = [json.loads(line)["pixel"] for line in (tmp_path / "one" / "ddp" / "log.jsonl").read_text().splitlines()]
+    assert [json.loads(line)["pixel"] for line in log] == pytest.approx(one, rel=1e-4)
     # Resume works under torchrun too: extend the run by two iterations.
     cmd2 = cmd + ["--resume", "--set", "train.iterations=5"]
     proc = subprocess.run(cmd2, capture_output=True, text=True, timeout=240, env=env)
@@ -408,9 +495,11 @@ def test_plot_draws_losses_and_validation(workspace, tmp_path, capsys):
     out = tmp_path / "curves.png"
     assert main(["plot", str(tmp_path / "plot"), "-o", str(out)]) == 0
     img = read_image(out)
-    # training losses + psnr, ssim, psnr_rgb panels, each 300 px high, with drawn (non-white) curves
-    assert img.shape == (4 * 300, 640, 3)
-    assert (img[:300] < 250).any(axis=2).sum() > 500
+    # panels of 480 x 260, two to a row: the pixel loss, then psnr, ssim, psnr_rgb; each with its curve
+    assert img.shape == (2 * 260, 2 * 480, 3)
+    for y, x in ((0, 0), (0, 480), (260, 0), (260, 480)):
+        panel = img[y + 40 : y + 220, x + 64 : x + 440]  # inside the frame
+        assert ((panel < 250).any(axis=2) & (panel.std(axis=2) > 20)).sum() > 100  # coloured pixels drawn
     assert main(["plot", str(tmp_path), "-o", str(tmp_path / "x.png")]) == 1
     assert "no training log" in capsys.readouterr().err
 
@@ -440,20 +529,33 @@ def test_validation_runs_without_cudnn_autotuning_and_restores_it(workspace, tmp
     assert seen == [False, False] and torch.backends.cudnn.benchmark is True
 
 
-def test_a_log_line_cut_by_a_killed_run_is_skipped_by_plot_and_not_glued_to_the_next(workspace, tmp_path, capsys):
+def test_a_resumed_run_drops_the_log_records_it_redoes_and_a_torn_line(workspace, tmp_path, capsys):
+    """kill -9 after iteration 3 was logged but before its checkpoint: the resumed run logs 3
+    again; the log (and the plot) must show each iteration once."""
     cfg = CONFIGS / "compact_x4.yml"
-    o = tiny_overrides("cut", workspace, cfg, iterations=4) + ["train.checkpoint_every=100"]
+    o = tiny_overrides("cut", workspace, cfg, iterations=4) + ["train.checkpoint_every=100", "train.log_every=1", "data.val=null"]
     assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True, on_iteration=interrupt_at(2)) == 130
     log = tmp_path / "cut" / "log.jsonl"
     with log.open("a") as f:
-        f.write('{"iter": 3, "pix')  # killed mid-write
+        f.write('{"iter": 3, "epoch": 0, "pixel": 0.5}\n{"iter": 4, "pix')  # logged, then killed mid-write
     assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True, resume=True) == 0
-    lines = log.read_text().splitlines()
-    assert '{"iter": 3, "pix' in lines and sum(1 for line in lines if line.startswith('{"iter": 4, "epoch"')) == 1
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["iter"] for r in records] == [1, 2, 3, 4] and records[2]["pixel"] != 0.5
+    with log.open("a") as f:
+        f.write('{"iter": 5, "pix')
     capsys.readouterr()
     assert main(["plot", str(tmp_path / "cut"), "-o", str(tmp_path / "c.png")]) == 0
-    n = lines.index('{"iter": 3, "pix') + 1
-    assert f"esrforge plot: warning: {log}: skipped 1 unreadable line(s): {n}" in capsys.readouterr().err
+    assert f"esrforge plot: warning: {log}: skipped 1 unreadable line(s): 5" in capsys.readouterr().err
+
+
+def test_a_fresh_start_in_a_failed_runs_folder_starts_a_fresh_log(workspace, tmp_path):
+    cfg = CONFIGS / "compact_x4.yml"
+    o = tiny_overrides("again", workspace, cfg, iterations=2) + ["train.log_every=1", "data.val=null"]
+    log = tmp_path / "again" / "log.jsonl"
+    log.parent.mkdir()
+    log.write_text('{"iter": 1, "lr": 1000000.0}\n')  # a run that diverged before its first checkpoint
+    assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True) == 0
+    assert [json.loads(line)["lr"] != 1e6 for line in log.read_text().splitlines()] == [True, True]
 
 
 def test_gradient_accumulation_matches_the_bigger_batch(workspace, tmp_path):

@@ -125,6 +125,12 @@ class SRDataset(Dataset):
         missing = [hr[k] for k in hr if k not in lr] if lr_roots or pipeline is None else []
         if missing and pipeline is None:
             raise DatasetError(f"{len(missing)} HR image(s) have no LR partner and no degradation pipeline is set: {_listing(missing)}")
+        if missing:  # said out loud: an empty or misnamed LR folder would otherwise go unnoticed
+            warnings.warn(
+                f"{len(missing)} of {len(hr)} HR image(s) have no LR partner in {_listing(list(lr_roots or []))}; "
+                f"their LR is made by the degradation pipeline: {_listing(missing)}",
+                stacklevel=2,
+            )
         orphans = [lr[k] for k in lr if k not in hr]
         if orphans:
             warnings.warn(f"{len(orphans)} LR image(s) have no HR partner and are ignored: {_listing(orphans)}", stacklevel=2)

@@ -47,12 +47,10 @@ def _hub_cache_file() -> Path:
     return home / "hub" / "checkpoints" / VGG19_FILE
 
 
-def load_vgg19_weights(path: str | os.PathLike[str] | None) -> dict[str, Tensor]:
-    """Read torchvision's VGG19 checkpoint (tensors only: `weights_only=True`; or safetensors).
-
-    Without a path, torch hub's cache file ($TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth,
-    TORCH_HOME defaulting to ~/.cache/torch) is used when present; nothing is downloaded.
-    """
+def vgg19_weights_file(path: str | os.PathLike[str] | None) -> Path:
+    """The VGG19 checkpoint to read: `path`, or without one torch hub's cache file
+    ($TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth, TORCH_HOME defaulting to ~/.cache/torch).
+    Nothing is downloaded: a missing file is a FileNotFoundError that says where to get it."""
     if path is None:
         cached = _hub_cache_file()
         if not cached.is_file():
@@ -65,6 +63,13 @@ def load_vgg19_weights(path: str | os.PathLike[str] | None) -> dict[str, Tensor]
         raise FileNotFoundError(
             f"{path}: no such VGG19 weights file (torchvision's is {VGG19_URL}); fix vgg_weights: PATH"
         )
+    return Path(path)
+
+
+def load_vgg19_weights(path: str | os.PathLike[str] | None) -> dict[str, Tensor]:
+    """Read torchvision's VGG19 checkpoint (tensors only: `weights_only=True`; or safetensors),
+    found by `vgg19_weights_file`."""
+    path = vgg19_weights_file(path)
     from esrforge.modelio.files import read_raw  # tensors only; a wrong or code-carrying file is named
 
     sd, _ = read_raw(path)

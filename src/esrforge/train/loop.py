@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from esrforge.archs import build
-from esrforge.data.datasets import SRDataset, scan_images, seed_for
+from esrforge.data.datasets import DatasetError, SRDataset, scan_images, seed_for
 from esrforge.data.pipeline import load_pipeline
 from esrforge.data.resize import imresize
 from esrforge.data.sharpen import usm_sharpen
@@ -39,7 +39,7 @@ from esrforge.modelio.files import atomic_save
 from esrforge.modelio.save import save_model
 from esrforge.train import TrainingError
 from esrforge.train.config import Schedule, TrainConfig, dump_config, load_config
-from esrforge.train.schema import parse, to_dict
+from esrforge.train.schema import to_dict
 
 STATE_DIR, MODEL_DIR = "training_states", "models"
 
@@ -161,6 +161,8 @@ def load_pretrained(net: nn.Module, path: str, *, strict: bool, what: str, gener
     want = net.state_dict()
     matching = {k: v for k, v in src.items() if k in want and v.shape == want[k].shape}
     skipped = sorted(set(want) - set(matching)) + sorted(set(src) - set(want))
+    if not matching:
+        raise TrainingError(f"{path}: none of its {len(src)} tensors fits the {what} (another architecture or size?)")
     if strict and skipped:
         raise TrainingError(
             f"{path}: does not fit the {what} ({len(skipped)} tensors differ, e.g. {', '.join(skipped[:3])}); "
@@ -168,6 +170,38 @@ def load_pretrained(net: nn.Module, path: str, *, strict: bool, what: str, gener
         )
     net.load_state_dict({**want, **{k: v.to(want[k].dtype) for k, v in matching.items()}})
     return skipped
+
+
+def check_files(cfg: TrainConfig, *, resuming: bool) -> None:
+    """Every file and folder the config names, checked before anything loads, all problems at
+    once with their field paths (a resumed run takes its weights from the state, not pretrain)."""
+    from esrforge.losses.perceptual import vgg19_weights_file
+    from esrforge.modelio import resolve_model
+
+    problems: list[str] = []
+    folders = [("data.train.hr", cfg.data.train.hr), ("data.train.lr", cfg.data.train.lr)]
+    if cfg.data.val is not None:
+        folders += [("data.val.hr", cfg.data.val.hr), ("data.val.lr", cfg.data.val.lr)]
+    for key, paths in folders:
+        for p in paths or []:
+            if not Path(p).is_dir():
+                problems.append(f"{key}: {p}: {'not a folder' if Path(p).exists() else 'no such folder'}")
+    if cfg.pretrain is not None and not resuming:
+        g, d = cfg.pretrain.generator, cfg.pretrain.discriminator
+        if g is not None:
+            try:
+                resolve_model(g)  # a file, or a bundled model's name
+            except ValueError as e:
+                problems.append(f"pretrain.generator: {e}")
+        if d is not None and not Path(d).is_file():
+            problems.append(f"pretrain.discriminator: {d}: {'is a folder, not a model file' if Path(d).exists() else 'no such file'}")
+    if cfg.losses.perceptual is not None:
+        try:
+            vgg19_weights_file(cfg.losses.perceptual.vgg_weights)
+        except FileNotFoundError as e:
+            problems.append(f"losses.perceptual.vgg_weights: {e}")
+    if problems:
+        raise TrainingError("\n  ".join([f"{len(problems)} missing file(s) or folder(s):", *problems]) if len(problems) > 1 else problems[0])
 
 
 def build_dataset(cfg: TrainConfig) -> SRDataset:
@@ -183,7 +217,7 @@ def build_dataset(cfg: TrainConfig) -> SRDataset:
 
 def check_val_set(cfg: TrainConfig) -> None:
     """Refuse a validation set that would fail at the first validation, val.every iterations in."""
-    from esrforge.images import read_image
+    from esrforge.images import ImageError, read_image
 
     v = cfg.data.val
     if v is None:
@@ -198,7 +232,15 @@ def check_val_set(cfg: TrainConfig) -> None:
     for key, hr_path, lr_path in pairs:
         if v.lr and lr_path is None:
             raise TrainingError(f"data.val.lr: no LR image named like {hr_path.name} (the validation pairs are matched by name)")
-        h, w = read_image(hr_path).shape[:2]
+        try:
+            # decoded, not just sized: a truncated file would fail the first validation, hours in
+            h, w = read_image(hr_path).shape[:2]
+            lh, lw = read_image(lr_path).shape[:2] if lr_path is not None else (h // cfg.scale, w // cfg.scale)
+        except ImageError as e:
+            raise TrainingError(f"data.val: {e}") from None
+        # the training pairs' rule (datasets.SRDataset): off by less than `scale` is rounding
+        if not (abs(h - lh * cfg.scale) < cfg.scale and abs(w - lw * cfg.scale) < cfg.scale):
+            raise TrainingError(f"data.val.lr: {lr_path} ({lw}x{lh}) is not {hr_path} ({w}x{h}) / {cfg.scale}")
         side = min(h, w) // cfg.scale * cfg.scale - 2 * border
         if side < 11:
             raise TrainingError(
@@ -210,6 +252,7 @@ def check_val_set(cfg: TrainConfig) -> None:
 def setup(cfg: TrainConfig, run_dir: Path, log: Callable[[str], None] = print, *, resuming: bool = False) -> Run:
     """Networks, losses, optimizers and data for a run. `resuming`: the training state will
     supply every weight, so the pretrain files are not needed (or read) again."""
+    check_files(cfg, resuming=resuming)
     rank, world, dist_device = init_distributed(cfg.device)
     device = dist_device or resolve_device(cfg.device)
     amp = resolve_amp(cfg.precision, device)
@@ -237,7 +280,7 @@ def setup(cfg: TrainConfig, run_dir: Path, log: Callable[[str], None] = print, *
                 dict(p.layers), weight=p.weight, criterion=p.criterion, vgg_weights=p.vgg_weights, pre_activation=p.pre_activation
             ).to(device)
         except (OSError, ValueError) as e:
-            raise TrainingError(f"losses.perceptual: {e}") from None
+            raise TrainingError(f"losses.perceptual.vgg_weights: {e}") from None  # the file is all that can fail here
     net_d = None
     if cfg.discriminator is not None and cfg.losses.gan is not None:
         from esrforge.archs.discriminators import build_discriminator
@@ -253,8 +296,15 @@ def setup(cfg: TrainConfig, run_dir: Path, log: Callable[[str], None] = print, *
                 continue
             if net is None:
                 raise TrainingError(f"pretrain.{what}: the config has no {what} to load it into")
-            skipped = load_pretrained(net, path, strict=cfg.pretrain.strict, what=what, generator=is_g)
-            log(f"pretrain {what}: loaded {path}" + (f"; not loaded: {', '.join(skipped)}" if skipped else ""))
+            try:
+                skipped = load_pretrained(net, path, strict=cfg.pretrain.strict, what=what, generator=is_g)
+            except (TrainingError, ValueError) as e:  # ModelFileError is a ValueError
+                raise TrainingError(f"pretrain.{what}: {e}") from None
+            if skipped:
+                more = f", ... ({len(skipped)} in all)" if len(skipped) > 8 else ""
+                log(f"pretrain {what}: loaded {path}; not loaded: {', '.join(skipped[:8])}{more}")
+            else:
+                log(f"pretrain {what}: loaded {path}")
     channels_last = resolve_channels_last(cfg.train.channels_last, device, amp)
     if channels_last:
         net_g = net_g.to(memory_format=torch.channels_last)
@@ -263,7 +313,10 @@ def setup(cfg: TrainConfig, run_dir: Path, log: Callable[[str], None] = print, *
     opt_g = _optimizer(net_g.parameters(), cfg.optim.generator, device)
     opt_d = _optimizer(net_d.parameters(), cfg.optim.discriminator, device) if net_d is not None else None
     scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
-    dataset = build_dataset(cfg)
+    try:
+        dataset = build_dataset(cfg)
+    except DatasetError as e:
+        raise TrainingError(f"data.train: {e}") from None
     if len(dataset) // world < cfg.data.train.batch_size:  # each process draws its own share
         per = f" ({world} processes, {len(dataset) // world} each)" if world > 1 else ""
         raise TrainingError(
@@ -634,6 +687,8 @@ def newest_state(run_dir: Path) -> Path | None:
 
 
 def read_state(path: Path) -> dict[str, Any]:
+    if not Path(path).is_file():
+        raise TrainingError(f"{path}: {'is a folder, not' if Path(path).exists() else 'no such file; expected'} a training state (RUN/training_states/N.state)")
     try:
         state, _ = read_raw(path)  # tensors and plain containers only; a wrong file is named
     except ValueError as e:  # ModelFileError: it starts with the path and says what the file is
@@ -644,13 +699,13 @@ def read_state(path: Path) -> dict[str, Any]:
 
 
 def restore(run: Run, state: dict[str, Any], source: str = "the training state") -> None:
-    for what, net, key in (("discriminator", run.net_d, "net_d"), ("EMA of the generator", run.net_ema, "net_ema")):
+    for what, net, key, hint in (
+        ("a discriminator", run.net_d, "net_d", " (to add a discriminator to a trained generator, start a run with pretrain.generator)"),
+        ("an EMA of the generator (train.ema)", run.net_ema, "net_ema", ""),
+    ):
         if (net is None) != (state.get(key) is None):  # a network added or dropped since the run started
-            has = f"has a {what} and the config does not" if net is None else f"has no {what} and the config does"
-            raise TrainingError(
-                f"{source}: the run {has}; resume with the "
-                "config the run started with (to add a discriminator to a trained generator, start a run with pretrain.generator)"
-            )
+            has = f"has {what} and the config does not" if net is None else f"has no {what.removeprefix('a ').removeprefix('an ')} and the config does"
+            raise TrainingError(f"{source}: the run {has}; resume with the config the run started with{hint}")
     try:
         run.net_g.load_state_dict(state["net_g"])
         run.opt_g.load_state_dict(state["opt_g"])
@@ -701,12 +756,9 @@ def fit(run: Run, *, quiet: bool = False, on_iteration: Callable[[Run], None] | 
     data = batches(run)
     images_per_it = cfg.data.train.batch_size * t.accumulate * run.world
     t0, it0 = time.perf_counter(), run.iteration
+    if main:
+        trim_log(run.run_dir / "log.jsonl", run.iteration)
     logf = open(run.run_dir / "log.jsonl", "a", encoding="utf-8") if main else None
-    if logf is not None and logf.tell() > 0:
-        with open(run.run_dir / "log.jsonl", "rb") as f:
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                logf.write("\n")  # a run killed mid-line: start the resumed records on a line of their own
     tb = open_tensorboard(run) if main and t.tensorboard else None
 
     def log(rec: dict[str, Any]) -> None:
@@ -730,20 +782,28 @@ def fit(run: Run, *, quiet: bool = False, on_iteration: Callable[[Run], None] | 
             factor = lr_factor(cfg.schedule, run.iteration)
             lr_g = _set_lr(run.opt_g, cfg.optim.generator.lr, factor)
             _set_lr(run.opt_d, cfg.optim.discriminator.lr, factor)
-            logs = train_step(run, [next(data) for _ in range(t.accumulate)])
+            position = run.epoch, run.batches_done
+            try:
+                micro_batches = [next(data) for _ in range(t.accumulate)]
+            except DatasetError as e:  # an image that passed the header check but does not decode
+                run.epoch, run.batches_done = position  # the state resumes before this iteration's batches
+                raise TrainingError(f"{data_error_message(e)}; {_save_before_stop(run)}") from None
+            logs = train_step(run, micro_batches)
             if logs is None:
                 run.bad_steps += 1
                 if run.bad_steps >= t.max_bad_steps:
                     last = f"training_states/{run.last_checkpoint}.state" if run.last_checkpoint is not None else "none yet"
                     raise TrainingError(
                         f"iteration {run.iteration + 1} was skipped {run.bad_steps} times in a row (last: {run.bad_reason}); "
-                        f"training diverged: lower optim lr, set train.grad_clip, or use fp32; last good checkpoint: {last}"
+                        f"training diverged: lower optim lr{', set train.grad_clip' if not t.grad_clip else ''}"
+                        f"{', or use precision fp32' if run.amp is not None else ''}; last good checkpoint: {last}"
                     )
                 continue
             run.bad_steps = 0
             run.iteration += 1
             bar.update(1)
             if run.iteration % t.log_every == 0 or run.iteration == t.iterations:
+                logs = mean_over_processes(run, logs)  # every process reaches this line: one collective
                 rate = (run.iteration - it0) / max(time.perf_counter() - t0, 1e-9)
                 log({"iter": run.iteration, "epoch": run.epoch, "images": run.iteration * images_per_it, "lr": lr_g, "it_per_s": rate, **logs})
                 bar.set_postfix({"ep": run.epoch, **{k: f"{v:.4g}" for k, v in logs.items()}}, refresh=False)
@@ -781,6 +841,57 @@ def fit(run: Run, *, quiet: bool = False, on_iteration: Callable[[Run], None] | 
     return 0
 
 
+def trim_log(path: Path, iteration: int) -> None:
+    """Drop log records after `iteration` (and a line torn by a kill): a resumed run redoes
+    those iterations, and a fresh start in a folder whose first run failed logs from 1 again."""
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    keep = []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("iter"), int) and rec["iter"] <= iteration:
+            keep.append(line)
+    if len(keep) != len(lines):
+        atomic_save(path, lambda tmp: Path(tmp).write_text("".join(f"{ln}\n" for ln in keep), encoding="utf-8"))
+
+
+def mean_over_processes(run: Run, logs: dict[str, float]) -> dict[str, float]:
+    """Loss values averaged over all processes: each saw its own share of the batch."""
+    if run.world == 1 or not logs:
+        return logs
+    import torch.distributed as dist
+
+    keys = sorted(logs)
+    t = torch.tensor([logs[k] for k in keys], dtype=torch.float64, device=run.device)
+    dist.all_reduce(t)
+    return {k: float(v) / run.world for k, v in zip(keys, t.tolist())}
+
+
+def data_error_message(e: Exception) -> str:
+    """A DatasetError's own message, also when a DataLoader worker re-raised it with its traceback."""
+    msg = str(e)
+    if "Original Traceback" in msg:
+        last = [ln for ln in msg.splitlines() if ln.strip()][-1]
+        msg = last.split("DatasetError: ", 1)[-1]
+    return msg
+
+
+def _save_before_stop(run: Run) -> str:
+    """Save the state at the current iteration (one process only: others may be mid-collective)."""
+    if run.world > 1 or not run.main:
+        last = run.last_checkpoint
+        return f"last checkpoint: {'none yet' if last is None else f'iteration {last}'}"
+    if run.iteration > 0 and run.last_checkpoint != run.iteration:
+        save_checkpoint(run)
+    if run.last_checkpoint is None:
+        return "no iteration was done yet"
+    return f"fix or replace the file, then continue with --resume (state saved at iteration {run.last_checkpoint})"
+
+
 def open_tensorboard(run: Run) -> Any:
     """A SummaryWriter in RUN_DIR/tensorboard; TensorBoard is an optional extra, imported only here."""
     try:
@@ -815,7 +926,8 @@ def train(
     state, state_path = None, None
     if isinstance(resume, Path):
         state, state_path = read_state(resume), resume
-        cfg = load_config(config, overrides) if config is not None else parse(TrainConfig, state["config"], str(resume))
+        # --set applies to the state's own config too (to extend a finished run: train.iterations)
+        cfg = load_config(config if config is not None else state["config"], overrides, name=str(resume))
     else:
         if config is None:
             raise TrainingError("give a CONFIG file, or --resume PATH to a training state")

@@ -15,7 +15,7 @@ import numpy as np
 from esrforge.images import write_image
 
 _COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
-W, H, PAD = 640, 300, 48
+W, H, PAD, LEFT = 480, 260, 40, 64  # LEFT: room for a tick label such as 0.003356
 
 
 def read_log(run_dir: Path) -> tuple[dict[str, list[tuple[int, float]]], dict[str, list[tuple[int, float]]]]:
@@ -54,9 +54,12 @@ def _panel(title: str, series: dict[str, list[tuple[int, float]]]) -> np.ndarray
         return img
     x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
     y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
-    x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1e-9)
-    to_px = lambda x, y: (int(PAD + (x - x0) / (x1 - x0) * (W - 2 * PAD)), int(H - PAD - (y - y0) / (y1 - y0) * (H - 2 * PAD)))  # noqa: E731
-    cv2.rectangle(img, (PAD, PAD - 10), (W - PAD, H - PAD), (200, 200, 200), 1)
+    x1 = x1 if x1 > x0 else x0 + 1
+    if y1 - y0 <= 1e-4 * max(abs(y0), abs(y1)) or y1 == y0:  # flat: a range whose ticks differ in 4 digits
+        mid, half = (y0 + y1) / 2, max(abs(y0), abs(y1)) * 0.01 or 1e-3
+        y0, y1 = mid - half, mid + half
+    to_px = lambda x, y: (int(LEFT + (x - x0) / (x1 - x0) * (W - LEFT - PAD)), int(H - PAD - (y - y0) / (y1 - y0) * (H - 2 * PAD)))  # noqa: E731
+    cv2.rectangle(img, (LEFT, PAD - 10), (W - PAD, H - PAD), (200, 200, 200), 1)
     for frac in (0.0, 0.5, 1.0):
         yv, xv = y0 + frac * (y1 - y0), x0 + frac * (x1 - x0)
         cv2.putText(img, f"{yv:.4g}", (2, to_px(x0, yv)[1] + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (80, 80, 80), 1, cv2.LINE_AA)
@@ -68,13 +71,21 @@ def _panel(title: str, series: dict[str, list[tuple[int, float]]]) -> np.ndarray
             cv2.polylines(img, [line], False, color, 1, cv2.LINE_AA)
         elif len(line) == 1:
             cv2.circle(img, tuple(int(v) for v in line[0]), 2, color, -1)
-        cv2.putText(img, name, (W - PAD - 120, PAD + 14 * i + 8), cv2.FONT_HERSHEY_SIMPLEX, 0.4, color, 1, cv2.LINE_AA)
+        if len(series) > 1:  # one series: the title names it
+            cv2.putText(img, name, (W - PAD - 120, PAD + 14 * i + 8), cv2.FONT_HERSHEY_SIMPLEX, 0.4, color, 1, cv2.LINE_AA)
     return img
 
 
 def plot_run(run_dir: Path, output: Path) -> Path:
-    """One panel for the training losses, one per validation metric, stacked."""
+    """One panel per training loss and per validation metric, two to a row.
+
+    Each has its own axis: a GAN's discriminator loss (~0.7) on one axis with an L1 loss of
+    0.004 would flatten the L1 curve into the bottom edge."""
     train, val = read_log(run_dir)
-    panels = [_panel("training losses", train)] + [_panel(f"validation {k}", {k: v}) for k, v in val.items()]
-    write_image(output, np.concatenate(panels, axis=0))
+    panels = [_panel(f"training {k}", {k: v}) for k, v in train.items()] or [_panel("training losses", {})]
+    panels += [_panel(f"validation {k}", {k: v}) for k, v in val.items()]
+    if len(panels) % 2:
+        panels.append(np.full_like(panels[0], 255))
+    rows = [np.concatenate(panels[i : i + 2], axis=1) for i in range(0, len(panels), 2)]
+    write_image(output, np.concatenate(rows, axis=0))
     return output
