@@ -250,18 +250,20 @@ def test_gray_alpha_becomes_rgba_where_the_format_has_no_gray_alpha(tmp_path: Pa
         write_image(tmp_path / "la.jpg", img)
 
 
-def alpha_tiff(img: np.ndarray, order: str, extra_samples: int) -> bytes:
+def alpha_tiff(img: np.ndarray, order: str, extra_samples: int | None, photometric: int | None = None) -> bytes:
     """An uncompressed 8-bit gray + alpha or RGBA TIFF whose last sample is declared by an
-    ExtraSamples tag (0 unspecified, 2 unassociated alpha)."""
+    ExtraSamples tag (0 unspecified, 2 unassociated alpha); None leaves the tag out, as a CMYK
+    file (photometric 5) does."""
     h, w, c = img.shape
-    n = 11
+    n = 11 if extra_samples is not None else 10
     bits_at = 8 + 2 + 12 * n + 4
     bits = struct.pack(order + f"{c}H", *[8] * c)
     data_at = bits_at + (len(bits) if c > 2 else 0)
     tags = [  # (tag, type: 3 SHORT / 4 LONG, count, value or offset), ascending
-        (256, 3, 1, w), (257, 3, 1, h), (258, 3, c, bits_at), (259, 3, 1, 1), (262, 3, 1, 2 if c > 2 else 1),
+        (256, 3, 1, w), (257, 3, 1, h), (258, 3, c, bits_at), (259, 3, 1, 1),
+        (262, 3, 1, photometric if photometric is not None else 2 if c > 2 else 1),
         (273, 4, 1, data_at), (277, 3, 1, c), (278, 3, 1, h), (279, 4, 1, img.size), (284, 3, 1, 1), (338, 3, 1, extra_samples),
-    ]
+    ][:n]
     ifd = b"".join(
         struct.pack(order + "HHI", tag, typ, cnt)
         + (bits if tag == 258 and c <= 2 else struct.pack(order + "HH", v, 0) if typ == 3 and cnt == 1 else struct.pack(order + "I", v))
@@ -290,6 +292,38 @@ def test_gray_alpha_tiff_warns_that_opencv_drops_its_alpha(tmp_path: Path) -> No
     with pytest.warns(UserWarning, match="la.tif: OpenCV reads gray \\+ alpha TIFFs without their alpha"):
         back = read_image(tmp_path / "la.tif")
     np.testing.assert_array_equal(back, img[..., :1])
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_cmyk_tiff_reads_as_rgb_without_an_alpha_it_never_had(tmp_path: Path, order: str) -> None:
+    cmyk = photo_like(6, 7, c=4)
+    (tmp_path / "c.tif").write_bytes(alpha_tiff(cmyk, order, None, photometric=5))
+    back = read_image(tmp_path / "c.tif")
+    ink = 1 - cmyk.astype(np.float64) / 255
+    expected = 255 * ink[..., :3] * ink[..., 3:]  # each colour under its ink and the black
+    assert back.shape == (6, 7, 3) and np.abs(back - expected).max() <= 1
+
+
+@pytest.mark.parametrize("ext", [".webp", ".png"])
+def test_an_animated_image_warns_that_only_its_first_frame_is_read(tmp_path: Path, ext: str) -> None:
+    anim = cv2.Animation()
+    frames = [photo_like(8, 10, seed=i)[..., ::-1].copy() for i in range(3)]  # OpenCV's BGR
+    anim.frames, anim.durations = frames, [100] * 3
+    ok, buf = cv2.imencodeanimation(ext, anim)
+    assert ok
+    path = tmp_path / f"a{ext}"
+    path.write_bytes(buf.tobytes())
+    with pytest.warns(UserWarning, match=f"a{ext}: an animated image; only its first frame is read"):
+        first = read_image(path)
+    dist = [np.abs(first.astype(int) - f[..., ::-1]).mean() for f in frames]  # lossy WebP: nearest, not equal
+    assert dist[0] == min(dist) and (ext == ".webp" or dist[0] == 0)
+    write_image(tmp_path / "still.webp", photo_like(8, 10))
+    write_image(tmp_path / "still.png", photo_like(8, 10))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_image(tmp_path / "still.webp"), read_image(tmp_path / "still.png")
 
 
 @pytest.mark.parametrize("ext", [".tif", ".tiff"])
@@ -521,6 +555,8 @@ def test_empty_and_missing_files_raise_image_error(tmp_path: Path) -> None:
         with pytest.raises(ImageError) as exc:
             read_image(path)
         assert str(path) in str(exc.value)
+    with pytest.raises(ImageError, match="empty.png: empty file \\(0 bytes\\)"):
+        read_image(empty)
 
 
 # --- EXIF orientation ---------------------------------------------------------------------------

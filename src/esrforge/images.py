@@ -21,6 +21,11 @@ import numpy as np
 
 from esrforge.modelio.files import atomic_save
 
+if "OPENCV_LOG_LEVEL" not in os.environ and hasattr(cv2, "utils"):
+    # OpenCV logs its own "[ WARN:0@5.4] ... PNG input buffer is incomplete" lines; esrforge
+    # reports each unreadable file itself, in one line that names it.
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tiff"}
 NO_ALPHA_SUFFIXES = (".jpg", ".jpeg", ".bmp")  # formats that cannot store an alpha channel
@@ -30,6 +35,22 @@ def visible_files(folder: Path) -> list[Path]:
     """Files under `folder`, leaving out hidden ones (a name starting with '.' anywhere below it):
     macOS's `._x.png` resource forks, and the temporary files of a write that a killed run left."""
     return [f for f in folder.rglob("*") if f.is_file() and not any(part.startswith(".") for part in f.relative_to(folder).parts)]
+
+
+def float_range_note(img: np.ndarray) -> str | None:
+    """What is wrong with a float image's samples for a model that takes [0, 1], or None.
+    (HDR or 0..255 float TIFFs exist; they are clipped, and the user should hear of it.)"""
+    if img.dtype.kind != "f":
+        return None
+    finite = np.isfinite(img)
+    bad = img.size - int(finite.sum())
+    lo, hi = (float(img[finite].min()), float(img[finite].max())) if bad < img.size else (0.0, 0.0)
+    notes = []
+    if lo < 0 or hi > 1:
+        notes.append(f"float samples range from {lo:g} to {hi:g}; models take 0..1, so the rest is clipped")
+    if bad:
+        notes.append(f"{bad} NaN/inf sample(s) set to 0")
+    return "; ".join(notes) or None
 
 
 class ImageError(ValueError):
@@ -43,8 +64,14 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
         raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
+    if data.size == 0:
+        raise ImageError(f"{path}: empty file (0 bytes)")
     raw = data.tobytes()  # the header parsing below works on bytes
     is_png, is_tiff = raw[:8] == _PNG_SIGNATURE, raw[:4] in _TIFF_MAGIC
+    if (is_png and any(kind == b"acTL" for kind, _ in _png_header_chunks(raw))) or any(
+        kind == b"ANIM" for kind, _, _ in _webp_chunks(raw)
+    ):
+        warnings.warn(f"{path}: an animated image; only its first frame is read", stacklevel=2)
     tiff = {tag: (v, at) for tag, (v, at, n) in _tiff_short_tags(raw).items() if n == 1} if is_tiff else {}
     if tiff.get(_TIFF_EXTRA_SAMPLES, (0, 0))[0] == 2:
         # For 8-bit RGBA TIFFs with "unassociated alpha" (GIMP's and Photoshop's) OpenCV goes
@@ -53,14 +80,18 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         at = tiff[_TIFF_EXTRA_SAMPLES][1]
         data[at : at + 2] = 0  # a SHORT 0 in either byte order
     try:
-        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error as e:  # e.g. a header declaring more pixels than OpenCV allows
         raise ImageError(f"{path}: not a readable image ({_cv2_reason(e)})") from None
     if img is None:
         raise ImageError(f"{path}: not a readable image (corrupt or unsupported format)")
     if img.dtype not in (np.uint8, np.uint16):
         if img.dtype in (np.float32, np.float64):
-            img = np.clip(img, 0, 1).astype(np.float32)
+            img = img.astype(np.float32)
+            note = float_range_note(img)
+            if note:  # an HDR or 0..255 float TIFF: say so, rather than clip it unseen
+                warnings.warn(f"{path}: {note}", stacklevel=2)
+                img = np.nan_to_num(np.clip(img, 0, 1), nan=0.0)
         else:
             raise ImageError(f"{path}: unsupported sample type {img.dtype}")
     if img.ndim == 2:
@@ -74,6 +105,8 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     elif img.shape[2] == 4 and is_png and raw[25] == _PNG_GRAY_ALPHA:
         img = img[:, :, [0, 3]]  # OpenCV expands gray + alpha PNGs to BGRA (B = G = R, exactly)
+    elif img.shape[2] == 4 and tiff.get(_TIFF_PHOTOMETRIC, (0, 0))[0] == _TIFF_CMYK and _TIFF_EXTRA_SAMPLES not in tiff:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)  # CMYK comes as BGRA with an opaque alpha it never had
     elif img.shape[2] == 4:
         img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
     orientation = exif_orientation(raw)
@@ -89,13 +122,14 @@ def _cv2_reason(e: cv2.error) -> str:
     return f"OpenCV: {why}"
 
 
-def write_image(path: str | os.PathLike[str], img: np.ndarray, *, quality: int = 95) -> None:
+def write_image(path: str | os.PathLike[str], img: np.ndarray, *, quality: int = 95, lossless: bool = False) -> None:
     """Encode by the file's extension and write atomically (temporary name, then rename).
 
     float32 stays float in TIFF and becomes 8-bit elsewhere; 16-bit becomes 8-bit in formats
     without 16-bit samples (JPEG, WebP, BMP). Alpha into JPEG or BMP is an ImageError. Gray +
     alpha is a gray + alpha PNG (OpenCV's encoder has no such mode; ours does) and RGBA in TIFF
-    and WebP.
+    and WebP. `quality` (1-100) applies to JPEG and lossy WebP; `lossless` makes WebP lossless
+    (PNG and TIFF always are; JPEG has no such mode and ignores it).
     """
     path = Path(path)
     ext = path.suffix.lower()
@@ -131,7 +165,7 @@ def write_image(path: str | os.PathLike[str], img: np.ndarray, *, quality: int =
     if ext in (".jpg", ".jpeg"):
         params = [cv2.IMWRITE_JPEG_QUALITY, quality]
     elif ext == ".webp":
-        params = [cv2.IMWRITE_WEBP_QUALITY, quality]
+        params = [cv2.IMWRITE_WEBP_QUALITY, 101 if lossless else quality]  # OpenCV: above 100 = lossless
 
     def encode_into(tmp: str) -> None:
         # cv2.imwrite encodes straight into the file: imencode would hold the encoded image in
@@ -174,6 +208,34 @@ def _png_header_chunks(png: bytes) -> Iterator[tuple[bytes, bytes]]:
             return
         yield kind, png[at + 8 : at + 8 + length]
         at += 12 + length
+
+
+def _webp_chunks(riff: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """(fourcc, offset, size) of a WebP file's top-level chunks; nothing for other files."""
+    if riff[:4] != b"RIFF" or riff[8:12] != b"WEBP":
+        return
+    at = 12
+    while at + 8 <= len(riff):
+        kind, size = riff[at : at + 4], struct.unpack("<I", riff[at + 4 : at + 8])[0]
+        yield kind, at + 8, size
+        at += 8 + size + (size & 1)
+
+
+def webp_is_lossless(path: str | os.PathLike[str]) -> bool:
+    """Whether a file is a lossless (VP8L) WebP; reads the chunk headers only."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+                return False
+            while len(chunk := f.read(8)) == 8:
+                kind, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+                if kind in (b"VP8L", b"VP8 "):
+                    return kind == b"VP8L"
+                f.seek(size + (size & 1), os.SEEK_CUR)
+    except OSError:
+        pass
+    return False
 
 
 def _png_gray_transparent_value(png: bytes) -> int | None:
@@ -269,6 +331,7 @@ def _tiff_short_tags(tiff: bytes) -> dict[int, tuple[int, int, int]]:
 
 
 _TIFF_SAMPLES_PER_PIXEL, _TIFF_EXTRA_SAMPLES = 277, 338
+_TIFF_PHOTOMETRIC, _TIFF_CMYK = 262, 5
 
 
 def _tiny_tiff(pixels: np.ndarray, orientation: int) -> bytes:
