@@ -133,6 +133,28 @@ def test_quality_sets_jpeg_and_webp_quality(tmp_path: Path, near4: Path, capsys)
     assert exc.value.code == 2 and "--quality must be a whole number from 1 to 100" in capsys.readouterr().err
 
 
+def test_lossless_webp_stays_lossless_and_lossless_asks_for_it(tmp_path: Path, near4: Path, capsys) -> None:
+    from esrforge.images import webp_is_lossless
+
+    img = photo_like(H, W)
+    src = tmp_path / "in.webp"
+    write_image(src, img, lossless=True)
+    assert webp_is_lossless(src) and np.array_equal(read_image(src), img)
+    assert upscale(src, "-o", tmp_path / "same.webp", "-m", near4) == 0  # a lossless input stays lossless
+    assert webp_is_lossless(tmp_path / "same.webp")
+    np.testing.assert_array_equal(read_image(tmp_path / "same.webp"), nearest(img, 4))
+    assert upscale(src, "-o", tmp_path / "lossy.webp", "-m", near4, "--quality", "90") == 0  # asked for lossy
+    assert not webp_is_lossless(tmp_path / "lossy.webp")
+    png = image(tmp_path / "in.png", img)
+    assert upscale(png, "-o", tmp_path / "from_png.webp", "-m", near4) == 0
+    assert not webp_is_lossless(tmp_path / "from_png.webp")
+    assert upscale(png, "-o", tmp_path / "asked.webp", "-m", near4, "--lossless") == 0
+    assert webp_is_lossless(tmp_path / "asked.webp")
+    np.testing.assert_array_equal(read_image(tmp_path / "asked.webp"), nearest(img, 4))
+    assert upscale(png, "-o", tmp_path / "x.jpg", "-m", near4, "--lossless") == 1
+    assert "--lossless: JPEG has no lossless mode" in capsys.readouterr().err
+
+
 def test_glob_input(tmp_path: Path, near4: Path) -> None:
     src = tmp_path / "in"
     for name in ("a.png", "b.png", "c.jpg"):
@@ -205,11 +227,6 @@ def _existing_output(tmp_path: Path) -> tuple[Path, Path, bytes]:
 
 
 def test_skip_existing_is_the_default(tmp_path: Path, near4: Path) -> None:
-    # SRC BUG (cli.build_parser): `--skip-existing` (store_false, dest="overwrite") is added before
-    # `--overwrite`, and argparse takes a dest's default from the first action that declares it:
-    # store_false's implicit default is True, so with neither flag `overwrite` is True and existing
-    # outputs are silently replaced, contrary to the help text "keep existing outputs (default)".
-    # Fix: s.set_defaults(overwrite=False) (or default=False on the --skip-existing argument).
     src, out, before = _existing_output(tmp_path)
     assert upscale(src, "-o", out, "-m", near4) == 0
     assert (out / "a.png").read_bytes() == before
@@ -245,6 +262,59 @@ def test_output_over_an_input_is_refused(tmp_path: Path, near4: Path, capsys) ->
     assert files_under(src) == ["a.png"]
     captured = capsys.readouterr()
     assert "overwrite an input" in captured.out + captured.err
+
+
+@pytest.mark.parametrize("where", ["inside", "beside"])
+def test_a_rerun_does_not_take_its_own_outputs_for_inputs(tmp_path: Path, near4: Path, capsys, where) -> None:
+    """-o inside the input folder, or the input folder itself with --suffix: the second run
+    found the first run's outputs, upscaled them again (a_x4_x4.png) and failed on the rest."""
+    src = tmp_path / "in"
+    image(src / "a.png")
+    image(src / "sub" / "b.png", seed=1)
+    args = (src, "-o", src / "up", "-m", near4) if where == "inside" else (src, "-o", src, "-m", near4, "--suffix", "_x4")
+    assert upscale(*args) == 0
+    first = files_under(src)
+    assert main(["upscale", *map(str, args), "--precision", "fp32"]) == 0
+    assert files_under(src) == first
+    assert "upscaled 0, skipped 2 (already there; --overwrite to redo), failed 0" in capsys.readouterr().err
+    assert upscale(*args, "--overwrite") == 0 and files_under(src) == first
+    # named on the command line, an output is an input like any other
+    assert upscale(src / "up" / "a.png" if where == "inside" else src / "a_x4.png", "-o", tmp_path / "again.png", "-m", near4) == 0
+    assert read_image(tmp_path / "again.png").shape == (H * 16, W * 16, 3)
+
+
+@pytest.mark.parametrize("suffix", ["/x", "a/b", "..\\x"])
+def test_a_suffix_with_a_path_separator_is_refused(tmp_path: Path, near4: Path, capsys, suffix) -> None:
+    image(tmp_path / "in" / "a.png")
+    assert upscale(tmp_path / "in", "-o", tmp_path / "out", "-m", near4, "--suffix", suffix) == 1
+    assert f"--suffix {suffix!r}: a suffix is part of a file name" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_any_upscaling(tmp_path: Path, near4: Path, monkeypatch, capsys) -> None:
+    import esrforge.infer.upscale as up
+
+    monkeypatch.setattr(up.Upscaler, "upscale", lambda *a, **k: pytest.fail("the model ran"))
+    image(tmp_path / "in" / "a.png")
+    image(tmp_path / "in" / "b.png")
+    (tmp_path / "afile").write_bytes(b"x")
+    assert upscale(tmp_path / "in", "-o", tmp_path / "afile", "-m", near4) == 1
+    assert capsys.readouterr().err.strip() == f"esrforge upscale: error: -o {tmp_path / 'afile'}: is a file, not a folder"
+    assert upscale(tmp_path / "in", "-o", tmp_path / "afile" / "deeper", "-m", near4) == 1
+    assert f"-o {tmp_path / 'afile' / 'deeper'}: {tmp_path / 'afile'} is a file, not a folder" in capsys.readouterr().err
+    assert upscale(tmp_path / "in" / "a.png", "-o", tmp_path / "afile" / "x.png", "-m", near4) == 1
+    assert f"{tmp_path / 'afile'} is a file, not a folder" in capsys.readouterr().err
+    monkeypatch.setattr(os, "access", lambda *a, **k: False)  # tests may run as root, who may write anywhere
+    assert upscale(tmp_path / "in", "-o", tmp_path / "out", "-m", near4) == 1
+    assert f"-o {tmp_path / 'out'}: cannot write in {tmp_path} (permission denied)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["x.gif", "x.AVIF", "x.heic"])
+def test_an_output_in_a_format_esrforge_does_not_write_is_refused(tmp_path: Path, near4: Path, capsys, name) -> None:
+    src = image(tmp_path / "a.png")
+    assert upscale(src, "-o", tmp_path / name, "-m", near4) == 1
+    assert f"-o {tmp_path / name}: esrforge does not write {Path(name).suffix} images" in capsys.readouterr().err
+    assert not (tmp_path / name).exists()  # it used to become a folder holding a.png
 
 
 def test_single_file_output_equal_to_input_is_refused(tmp_path: Path, near4: Path) -> None:
@@ -400,6 +470,39 @@ def test_grayscale_in_grayscale_out(tmp_path: Path, rrdb_file: Path, near4: Path
     np.testing.assert_array_equal(read_image(tmp_path / "n.png"), nearest(gray, 4))
 
 
+def _nearest_file(tmp_path: Path, in_ch: int, out_ch: int) -> Path:
+    from esrforge.modelio import save_model
+    from esrforge.modelio.detect import describe
+
+    m = nearest_compact(2, in_ch=in_ch, out_ch=out_ch)
+    desc = describe("compact", "basicsr", m.hparams(), m, "test")
+    return save_model(tmp_path / f"near_{in_ch}to{out_ch}.safetensors", m.state_dict(), desc)
+
+
+@pytest.mark.parametrize("in_ch, out_ch", [(1, 3), (3, 1)])
+def test_models_whose_output_channels_differ_from_their_input(tmp_path: Path, capsys, in_ch, out_ch) -> None:
+    """A 1 -> 3 model (colourizing) and a 3 -> 1 model: the image keeps its own channels; a colour
+    result for a gray image is averaged, a gray result for a colour image repeated. Both used to
+    fail on every image ("could not broadcast")."""
+    model = _nearest_file(tmp_path, in_ch, out_ch)
+    rgb, gray = photo_like(H, W), photo_like(H, W, c=1, seed=3)
+    for name, img in (("rgb", rgb), ("gray", gray)):
+        assert upscale(image(tmp_path / f"{name}.png", img), "-o", tmp_path / f"{name}_x2.png", "-m", model) == 0
+    # The zeroed residual leaves the model's own base: the input (or its channel mean) upsampled.
+    np.testing.assert_array_equal(read_image(tmp_path / "gray_x2.png"), nearest(gray, 2))
+    got = read_image(tmp_path / "rgb_x2.png")
+    assert got.shape == (H * 2, W * 2, 3)
+    if in_ch == 1:  # each colour channel through the gray model: the channel itself
+        np.testing.assert_array_equal(got, nearest(rgb, 2))
+    else:  # the RGB mean, in all three channels
+        mean = rgb.astype(np.float32).mean(axis=2, keepdims=True)
+        assert np.abs(got.astype(np.float32) - nearest(np.repeat(mean, 3, axis=2), 2)).max() <= 0.5 + 1e-3
+    # .pth cannot record in_ch != out_ch for a compact model: refused, not written unloadable
+    assert cli("convert", model, tmp_path / "m.pth") == 1
+    assert "a .pth file cannot record this compact model's" in capsys.readouterr().err
+    assert not (tmp_path / "m.pth").exists()
+
+
 def test_rgba_in_rgba_out_alpha_preserved(tmp_path: Path, near4: Path) -> None:
     img = photo_like(H, W, c=4)
     # 8x8 checkerboard of fully transparent and fully opaque blocks.
@@ -451,6 +554,31 @@ def test_16bit_png_in_16bit_png_out(tmp_path: Path, near4: Path, rrdb_file: Path
 # --- upscale: scale, chains, seamless ------------------------------------------------------------
 
 
+def test_float_samples_outside_0_1_and_nan_are_named_and_do_not_spread(tmp_path: Path, near4: Path, capsys) -> None:
+    img = photo_like(H, W).astype(np.float32) / 255
+    hdr = img * 4  # an HDR or 0..255 float TIFF: models take 0..1
+    bad = img.copy()
+    bad[5, 7, 1] = np.nan
+    import cv2
+
+    (tmp_path / "in").mkdir()
+    assert cv2.imwrite(str(tmp_path / "in" / "hdr.tiff"), hdr[:, :, ::-1])  # esrforge's own writer clips to 0..1
+    image(tmp_path / "in" / "nan.tiff", bad)
+    image(tmp_path / "in" / "ok.tiff", img)
+    assert upscale(tmp_path / "in", "-o", tmp_path / "out", "-m", near4) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"esrforge upscale: warning: {tmp_path / 'in' / 'hdr.tiff'}: float samples range from {hdr.min():g} to {hdr.max():g}; "
+        "models take 0..1, so the rest is clipped",
+        f"esrforge upscale: warning: {tmp_path / 'in' / 'nan.tiff'}: 1 NaN/inf sample(s) set to 0",
+    ]
+    out = read_image(tmp_path / "out" / "nan.tiff")
+    assert np.isfinite(out).all()  # one NaN used to become hundreds through the convs
+    expected = nearest(np.nan_to_num(bad, nan=0.0), 4)
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    np.testing.assert_allclose(read_image(tmp_path / "out" / "hdr.tiff"), nearest(np.clip(hdr, 0, 1), 4), atol=1e-6)
+
+
 def test_rgba_into_jpg_is_refused_before_the_model_runs(tmp_path: Path, near4: Path, monkeypatch, capsys) -> None:
     from esrforge.infer import Upscaler
 
@@ -475,11 +603,42 @@ def test_outscale_2_with_x4_model(tmp_path: Path, rrdb_file: Path) -> None:
     assert read_image(tmp_path / "o.png").shape == (H * 2, W * 2, 3)
 
 
-def test_outscale_must_be_positive(tmp_path: Path, rrdb_file: Path, capsys) -> None:
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_outscale_must_be_positive_and_finite(tmp_path: Path, rrdb_file: Path, capsys, value) -> None:
     src = image(tmp_path / "a.png")
-    assert upscale(src, "-o", tmp_path / "o.png", "-m", rrdb_file, "--outscale", "0") == 1
-    assert "outscale" in capsys.readouterr().err
+    assert upscale(src, "-o", tmp_path / "o.png", "-m", rrdb_file, "--outscale", value) == 1
+    assert capsys.readouterr().err.strip() == f"esrforge upscale: error: outscale must be a finite number > 0, got {float(value)}"
     assert not (tmp_path / "o.png").exists()
+
+
+def test_an_outscale_too_large_to_allocate_fails_that_image_only(tmp_path: Path, near4: Path, capsys) -> None:
+    image(tmp_path / "in" / "a.png")
+    assert upscale(tmp_path / "in", "-o", tmp_path / "out", "-m", near4, "--outscale", "1e6") == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path / 'in' / 'a.png'}: OpenCV: (-4:Insufficient memory) Failed to allocate")
+    assert files_under(tmp_path / "out") == []
+
+
+def test_ctrl_c_while_the_libraries_load_is_one_line(monkeypatch, capsys) -> None:
+    import esrforge.cli as cli_module
+
+    def slow_import():
+        raise KeyboardInterrupt  # as if Ctrl-C arrived while torch and OpenCV were importing
+
+    monkeypatch.setattr(cli_module, "build_parser", slow_import)
+    assert main(["upscale", "x.png", "-o", "y.png"]) == 130
+    assert capsys.readouterr().err == "esrforge upscale: interrupted (no output is left half-written)\n"
+
+
+def test_model_files_that_cannot_be_read_or_written_are_one_line_errors(tmp_path: Path, rrdb_file: Path, capsys) -> None:
+    (tmp_path / "afile").write_bytes(b"x")
+    assert cli("convert", rrdb_file, tmp_path / "afile" / "m.pth") == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"esrforge convert: error: {tmp_path / 'afile' / 'm.pth'}: cannot create it: a file is in the way of its folder"
+    assert cli("interpolate", rrdb_file, rrdb_file, "--alpha", "0.5", "-o", tmp_path / "afile" / "i.pth") == 1
+    assert "a file is in the way of its folder" in capsys.readouterr().err
+    assert cli("info", tmp_path) == 1
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
@@ -570,9 +729,11 @@ def test_tile_sizes_at_the_command_line_give_the_same_image(tmp_path: Path, rrdb
         assert upscale(src, "-o", tmp_path / f"t{tile}.png", "-m", rrdb_file, "--tile", tile) == 0
         outs[tile] = read_image(tmp_path / f"t{tile}.png")
     assert psnr_u8(outs["16"], outs["0"]) >= 45 and psnr_u8(outs["auto"], outs["0"]) >= 45
-    with pytest.raises(SystemExit):
-        upscale(src, "-o", tmp_path / "x.png", "-m", rrdb_file, "--tile", "-3")
-    assert "--tile must be >= 0" in capsys.readouterr().err
+    for bad in ("-3", "1", "15"):  # a 1-pixel tile would run its 16-pixel margin a thousand times over
+        with pytest.raises(SystemExit):
+            upscale(src, "-o", tmp_path / "x.png", "-m", rrdb_file, "--tile", bad)
+        assert f"--tile must be 0 (whole image), auto, or at least 16, got {bad}" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
 
 
 def psnr_u8(a: np.ndarray, b: np.ndarray) -> float:

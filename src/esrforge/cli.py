@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import glob
 import itertools
 import json
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from esrforge import __version__
+from esrforge.train import TrainingError  # light: the class only, no torch
 
 if TYPE_CHECKING:
     from esrforge.infer import Upscaler
@@ -81,7 +83,8 @@ def convert(src: Path, dst: Path, *, layout: str | None = None, half: bool = Fal
     lm = load_model(src)
     layout = layout or default_layout(lm.descriptor)
     save_model(dst, lm.module.state_dict(), lm.descriptor, layout=layout, half=half)
-    print(f"wrote {dst} ({lm.descriptor.arch} x{lm.descriptor.scale}, layout {layout}{', fp16' if half else ''})")
+    keys = f", layout {layout}" if lm.descriptor.arch == "rrdbnet" else ""  # compact models have one layout
+    print(f"wrote {dst} ({lm.descriptor.arch} x{lm.descriptor.scale}{keys}{', fp16' if half else ''})")
     return 0
 
 
@@ -151,6 +154,27 @@ def collect_inputs(inputs: Sequence[str]) -> list[tuple[Path, Path]]:
     return found
 
 
+# Image formats people name after -o that esrforge does not write: a typo for a format, not a folder name.
+_OTHER_IMAGE_SUFFIXES = (".gif", ".avif", ".heic", ".heif", ".jxl", ".tga", ".ico", ".psd", ".exr", ".hdr",
+                         ".jp2", ".j2k", ".ppm", ".pgm", ".pbm", ".svg", ".dng", ".jfif", ".jpe")
+
+
+def check_writable(output: Path, *, folder: bool) -> None:
+    """Refuse an output that cannot be written before any image is upscaled: -o naming a file
+    where a folder is meant, a file in the way, or a folder without write permission."""
+    if folder and output.exists() and not output.is_dir():
+        raise CommandError(f"-o {output}: is a file, not a folder")
+    if not folder and output.is_dir():
+        raise CommandError(f"-o {output}: is a folder; name the output image, or give several inputs")
+    place = output if folder else output.parent
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    if not place.is_dir():
+        raise CommandError(f"-o {output}: {place} is a file, not a folder")
+    if not os.access(place, os.W_OK | os.X_OK):
+        raise CommandError(f"-o {output}: cannot write in {place} (permission denied)")
+
+
 def plan_outputs(
     inputs: Sequence[str], output: Path, *, suffix: str = "", fmt: str = "same"
 ) -> list[Job]:
@@ -165,13 +189,26 @@ def plan_outputs(
         if suffix or fmt != "same":
             raise CommandError("--suffix and --format apply to folder outputs; name the output file instead")
         return [Job(found[0][0], output)]
+    if output.suffix.lower() in _OTHER_IMAGE_SUFFIXES and not output.is_dir():  # not a folder named x.gif
+        raise CommandError(f"-o {output}: esrforge does not write {output.suffix} images (it writes {', '.join(_image_suffixes())})")
     if output.suffix.lower() in _image_suffixes() and not output.is_dir():
         raise CommandError(f"-o {output} names an image file, but the inputs hold {len(found)} images; give a folder")
-    jobs: list[Job] = []
-    claimed: dict[Path, Path] = {}
+    if any(sep in suffix for sep in ("/", "\\", os.sep)):
+        raise CommandError(f"--suffix {suffix!r}: a suffix is part of a file name and cannot hold a path separator")
+    planned = []
     for src, rel in found:
         ext = rel.suffix if fmt == "same" else FORMATS[fmt]
-        dst = output / rel.with_name(rel.stem + suffix + ext)
+        planned.append((src, output / rel.with_name(rel.stem + suffix + ext)))
+    # An earlier run's outputs, found again because -o lies inside an input folder or --suffix
+    # writes beside the inputs, are outputs (skipped or redone), not new inputs; files named
+    # on the command line are always inputs.
+    named = {Path(i).resolve() for i in inputs if Path(i).is_file()}
+    outputs_of_others = {dst.resolve(): src.resolve() for src, dst in planned}
+    planned = [(src, dst) for src, dst in planned
+               if src.resolve() in named or outputs_of_others.get(src.resolve(), src.resolve()) == src.resolve()]
+    jobs: list[Job] = []
+    claimed: dict[Path, Path] = {}
+    for src, dst in planned:
         first = claimed.setdefault(dst, src)
         if first is not src:
             if first.resolve() == src.resolve():
@@ -192,6 +229,9 @@ def _quality_arg(value: str) -> int:
     return q
 
 
+MIN_TILE = 16
+
+
 def _tile_arg(value: str) -> int | str:
     if value == "auto":
         return "auto"
@@ -199,20 +239,37 @@ def _tile_arg(value: str) -> int | str:
         n = int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--tile must be 'auto' or a whole number, got {value!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError("--tile must be >= 0 (0 = whole image)")
+    if 0 < n < MIN_TILE or n < 0:
+        # each tile also runs a 16-pixel margin on every side: a 1-pixel tile is 1000x the work
+        raise argparse.ArgumentTypeError(f"--tile must be 0 (whole image), auto, or at least {MIN_TILE}, got {n}")
     return n
+
+
+def error_text(e: BaseException) -> str:
+    """An exception as one line; an OSError as `file: reason`, not `[Errno 13] ...: 'file'`."""
+    if isinstance(e, OSError) and e.filename is not None:
+        return f"{e.filename}: {e.strerror or e}"
+    text = str(e).strip()
+    if text.startswith("OpenCV("):  # cv2.error: "OpenCV(5.0.0) /io/.../alloc.cpp:73: error: (-4:...) what"
+        text = "OpenCV: " + text.split(" error: ", 1)[-1]
+    return " ".join(text.splitlines())
 
 
 def _report(path: Path, e: BaseException) -> None:
     from tqdm import tqdm
 
-    msg = str(e) if str(path) in str(e) else f"{path}: {e}"
+    text = error_text(e)
+    msg = text if str(path) in text else f"{path}: {text}"
     tqdm.write(f"error: {msg}", file=sys.stderr)
 
 
-def upscale_jobs(jobs: Sequence[Job], up: Upscaler, *, quiet: bool = False, quality: int = 95) -> tuple[int, int]:
+def upscale_jobs(
+    jobs: Sequence[Job], up: Upscaler, *, quiet: bool = False, quality: int | None = None, lossless: bool = False
+) -> tuple[int, int]:
     """Upscale each job's image; returns (written, failed). Errors are reported and skipped.
+
+    WebP is written lossless with `lossless`, or when the input was a lossless WebP and no
+    `quality` was asked for; otherwise at `quality` (default 95).
 
     While the model runs on one image, a reader thread decodes the next one and a writer thread
     encodes the previous result (cv2 and torch release the GIL), so a fast model on a GPU is not
@@ -222,13 +279,15 @@ def upscale_jobs(jobs: Sequence[Job], up: Upscaler, *, quiet: bool = False, qual
     """
     from concurrent.futures import Future, ThreadPoolExecutor
 
+    import cv2
     import torch
     from tqdm import tqdm
 
-    from esrforge.images import NO_ALPHA_SUFFIXES, ImageError, read_image, write_image
+    from esrforge.images import NO_ALPHA_SUFFIXES, ImageError, read_image, webp_is_lossless, write_image
     from esrforge.infer.device import free_memory_bytes
 
-    per_image = (ImageError, ValueError, MemoryError, OSError)  # reported; the run goes on
+    # reported; the run goes on (cv2.error: OpenCV refusing a size, such as an absurd --outscale)
+    per_image = (ImageError, ValueError, MemoryError, OSError, cv2.error)
     done = failed = 0
     pending: tuple[Job, Future[None], int] | None = None  # the write in flight, and its image's size
 
@@ -245,7 +304,9 @@ def upscale_jobs(jobs: Sequence[Job], up: Upscaler, *, quiet: bool = False, qual
             _report(job.dst, e)
             failed += 1
 
-    bar = tqdm(jobs, unit="img", disable=quiet or len(jobs) < 2, dynamic_ncols=True)
+    # Bars only on a terminal: in a log file they are a stream of carriage-return fragments.
+    bars = not quiet and sys.stderr.isatty()
+    bar = tqdm(jobs, unit="img", disable=not bars or len(jobs) < 2, dynamic_ncols=True)
     with ThreadPoolExecutor(1, thread_name_prefix="esrforge-read") as reader, \
             ThreadPoolExecutor(1, thread_name_prefix="esrforge-write") as writer:
         nxt = reader.submit(read_image, jobs[0].src) if jobs else None
@@ -261,7 +322,7 @@ def upscale_jobs(jobs: Sequence[Job], up: Upscaler, *, quiet: bool = False, qual
                     if img.ndim == 3 and img.shape[2] in (2, 4) and ext in NO_ALPHA_SUFFIXES:  # before the model runs
                         raise ImageError(f"{job.dst}: {ext} cannot store the alpha channel of {job.src}; use png, webp or tiff")
                     # Shown only for images that take a while (delay), so small batches stay quiet.
-                    tiles = tqdm(desc=job.src.name, unit="tile", leave=False, disable=quiet, dynamic_ncols=True, delay=2.0)
+                    tiles = tqdm(desc=job.src.name, unit="tile", leave=False, disable=not bars, dynamic_ncols=True, delay=2.0)
                     with tiles:
                         result = up.upscale(img, progress=tiles)
                 except per_image as e:
@@ -269,7 +330,9 @@ def upscale_jobs(jobs: Sequence[Job], up: Upscaler, *, quiet: bool = False, qual
                     failed += 1
                     continue
                 finish_write()
-                pending = (job, writer.submit(write_image, job.dst, result, quality=quality), result.nbytes)
+                keep = lossless or (quality is None and job.src.suffix.lower() == ".webp" and webp_is_lossless(job.src))
+                write = functools.partial(write_image, quality=quality or 95, lossless=keep)
+                pending = (job, writer.submit(write, job.dst, result), result.nbytes)
                 del img, result  # the writer holds the result until written; then it can go
         finally:  # also when an error or Ctrl-C ends the run: the write in flight finishes and is reported
             finish_write()
@@ -283,7 +346,8 @@ def upscale(
     models: Sequence[str],
     suffix: str = "",
     fmt: str = "same",
-    quality: int = 95,
+    quality: int | None = None,
+    lossless: bool = False,
     overwrite: bool = False,
     tile: int | str = "auto",
     seamless: str | None = None,
@@ -301,6 +365,9 @@ def upscale(
 
         models = [DEFAULT_MODEL]
     jobs = plan_outputs(inputs, output, suffix=suffix, fmt=fmt)
+    if lossless and any(j.dst.suffix.lower() in (".jpg", ".jpeg") for j in jobs):
+        raise CommandError("--lossless: JPEG has no lossless mode; use --format webp or png")
+    check_writable(output, folder=not (len(jobs) == 1 and jobs[0].dst == output))
     input_files = {j.src.resolve() for j in jobs}
     loaded = [load_model(m) for m in models]
     try:
@@ -321,7 +388,7 @@ def upscale(
             skipped += 1
         else:
             todo.append(job)
-    done, errors = upscale_jobs(todo, up, quiet=quiet, quality=quality)
+    done, errors = upscale_jobs(todo, up, quiet=quiet, quality=quality, lossless=lossless)
     failed += errors
     if not quiet:
         msg = f"upscaled {done}, skipped {skipped} (already there; --overwrite to redo), failed {failed}"
@@ -451,7 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model file or bundled model name (esrforge models); repeat to chain; default: the bundled default")
     s.add_argument("--suffix", default="", help="added to each output file name before the extension")
     s.add_argument("--format", dest="fmt", choices=["same", *FORMATS], default="same", help="output format")
-    s.add_argument("--quality", type=_quality_arg, default=95, help="JPEG and WebP quality, 1-100 (default 95)")
+    s.add_argument("--quality", type=_quality_arg, default=None,
+                   help="JPEG and WebP quality, 1-100 (default 95; a lossless WebP input stays lossless unless this is given)")
+    s.add_argument("--lossless", action="store_true", help="write WebP lossless (PNG and TIFF always are)")
     g = s.add_mutually_exclusive_group()
     s.set_defaults(overwrite=False)
     g.add_argument("--skip-existing", dest="overwrite", action="store_false", help="keep existing outputs (default)")
@@ -524,29 +593,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = vars(build_parser().parse_args(argv))
-    command = args.pop("command")
-    from esrforge.images import ImageError
-    from esrforge.modelio import ModelFileError
-    from esrforge.train import TrainingError
-
-    func = {
-        "upscale": upscale, "degrade": degrade, "train": train, "plot": plot, "metrics": metrics,
-        "models": models, "info": info, "convert": convert, "interpolate": interpolate,
-    }[command]
-    def one_line_warning(message: Warning | str, *_: object, **__: object) -> None:
-        print(f"esrforge {command}: warning: {message}", file=sys.stderr)
-
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), "")  # named even for a Ctrl-C while parsing
+    # Everything inside the try, imports too: Ctrl-C while torch and OpenCV load is common.
     try:
+        args = vars(build_parser().parse_args(argv))
+        command = args.pop("command")
+        func = {
+            "upscale": upscale, "degrade": degrade, "train": train, "plot": plot, "metrics": metrics,
+            "models": models, "info": info, "convert": convert, "interpolate": interpolate,
+        }[command]
+
+        def one_line_warning(message: Warning | str, *_: object, **__: object) -> None:
+            from tqdm import tqdm
+
+            tqdm.write(f"esrforge {command}: warning: {message}", file=sys.stderr)  # above any progress bar
+
         with warnings.catch_warnings():
             warnings.showwarning = one_line_warning  # not Python's "file:line: UserWarning" + source line
             return func(**args)
-    except (CommandError, ModelFileError, ImageError, ValueError, TrainingError) as e:
-        print(f"esrforge {command}: error: {e}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print(f"esrforge {command}: interrupted (no output is left half-written)", file=sys.stderr)
         return 130
+    except (CommandError, ValueError, OSError, TrainingError) as e:  # ModelFileError, ImageError: ValueErrors
+        print(f"esrforge {command}: error: {error_text(e)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -328,3 +328,17 @@ def test_bad_arguments_are_refused():
         Upscaler(lm, device="tpu")
     with pytest.raises(ValueError, match="channels"):
         upscale_image(np.zeros((4, 4, 5), np.uint8), lm)
+
+
+def test_float_input_outside_0_1_or_nan_is_clipped_and_does_not_spread():
+    """upscale_image takes float32 in [0, 1]; a NaN sample would reach every output pixel within
+    the network's receptive field, and values past 1 would feed the model what it never saw."""
+    lm = loaded(tiny_compact(2))
+    img = photo_like(20, 24).astype(np.float32) / 255
+    bad = img.copy()
+    bad[3, 4, 0], bad[10, 10, 2], bad[0, 0, 1] = np.nan, 7.0, -2.0
+    out = upscale_image(bad, lm, tile=0, precision="fp32")
+    fixed = bad.copy()
+    fixed[3, 4, 0], fixed[10, 10, 2], fixed[0, 0, 1] = 0.0, 1.0, 0.0
+    np.testing.assert_array_equal(out, upscale_image(fixed, lm, tile=0, precision="fp32"))
+    assert np.isfinite(out).all()

@@ -124,11 +124,18 @@ class TileRunner:
 
 
 @torch.inference_mode()
-def _to_numpy(y: torch.Tensor, dtype: np.dtype, maxval: float, to_gray: bool) -> np.ndarray:
-    """C x H x W float on the device -> H x W x C in the output's dtype, converted on the device
-    (an 8-bit tile crosses to the host at a quarter of its float size)."""
-    if to_gray:
-        y = y.mean(dim=0, keepdim=True)
+def _to_numpy(y: torch.Tensor, dtype: np.dtype, maxval: float, channels: int) -> np.ndarray:
+    """C x H x W float on the device -> H x W x `channels` in the output's dtype, converted on the
+    device (an 8-bit tile crosses to the host at a quarter of its float size). A colour result
+    for a gray slot is averaged (an RGB model run on a gray image); a gray result for a colour
+    slot is repeated (a 3 -> 1 model)."""
+    if y.shape[0] != channels:
+        if channels == 1:
+            y = y.mean(dim=0, keepdim=True)
+        elif y.shape[0] == 1:
+            y = y.expand(channels, -1, -1)
+        else:
+            raise ValueError(f"the model gives {y.shape[0]} channels where the image needs {channels}")
     y = y.clamp(0, 1).permute(1, 2, 0)
     if maxval != 1.0:
         y = (y * maxval).round_()
@@ -159,7 +166,6 @@ def upscale_tiled(
     margin: int = DEFAULT_MARGIN,
     region: Region | None = None,
     multiple_of: int = 1,
-    to_gray: bool = False,
     progress: Progress | None = None,
 ) -> int:
     """Upscale `region` of `img` (H x W x C float32, [0, 1]) into `out` (its size x scale).
@@ -206,7 +212,7 @@ def upscale_tiled(
         oy, ox = (r.top - t0) * scale, (r.left - l0) * scale
         ty, tx = (r.top - region.top) * scale, (r.left - region.left) * scale
         out[ty : ty + r.height * scale, tx : tx + r.width * scale] = _to_numpy(
-            y[0, :, oy : oy + r.height * scale, ox : ox + r.width * scale], out.dtype, maxval, to_gray
+            y[0, :, oy : oy + r.height * scale, ox : ox + r.width * scale], out.dtype, maxval, out.shape[2]
         )
         if progress is not None:
             progress.update(1)

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import torch
 
+from esrforge.images import float_range_note
 from esrforge.infer.device import auto_tile, resolve_device, resolve_precision, slow_precision_note
 from esrforge.infer.tiling import DEFAULT_MARGIN, Progress, Region, TileRunner, upscale_tiled, working_set_per_px
 from esrforge.modelio.detect import LoadedModel
@@ -140,8 +141,8 @@ class Upscaler:
         if seamless is not None and seamless not in SEAMLESS_MODES:
             raise ValueError(f"seamless must be one of {', '.join(SEAMLESS_MODES)}, got {seamless!r}")
         self.seamless = seamless
-        if outscale is not None and not outscale > 0:
-            raise ValueError(f"outscale must be > 0, got {outscale}")
+        if outscale is not None and not 0 < outscale < float("inf"):
+            raise ValueError(f"outscale must be a finite number > 0, got {outscale}")
         self.outscale = outscale
         self._runners: dict[tuple[int, torch.dtype], TileRunner] = {}
         self._tiles: dict[tuple[int, torch.dtype], int] = {}
@@ -207,7 +208,6 @@ class Upscaler:
                 margin=margin,
                 region=Region(pad, pad, H, W),
                 multiple_of=desc.multiple_of,
-                to_gray=gray and desc.out_ch == 3,
                 progress=progress,
             )
         if self.tile == "auto":
@@ -226,6 +226,9 @@ class Upscaler:
             raise ValueError(f"expected uint8, uint16 or float32 samples, got {img.dtype}")
         if min(img.shape[:2]) < 1:
             raise ValueError(f"empty image {img.shape}")
+        if img.dtype == np.float32 and float_range_note(img) is not None:
+            # Models take [0, 1]; a NaN would spread over every output pixel it reaches.
+            img = np.nan_to_num(np.clip(img, 0, 1), nan=0.0)
         dtype = resolve_precision(self.precision, self.device, high_bit_depth=img.dtype != np.uint8)
         has_alpha = img.shape[2] in (2, 4)
         color, alpha = img, None

@@ -70,6 +70,11 @@ def save_model(
         # Only PReLU has weights; without them every loader (esrforge's too) reads relu.
         warnings.warn(f"{path}: a .pth file cannot record the {act} activation, and loaders will take it for relu;"
                       " save as .safetensors to keep it", stacklevel=2)
+    if suffix in PICKLE_SUFFIXES and desc.arch == "compact" and desc.in_ch != desc.out_ch:
+        # Loaders (esrforge's, spandrel's) read a compact .pth's out_ch as its in_ch: the file
+        # would not load back at all.
+        raise ModelFileError(f"{path}: a .pth file cannot record this compact model's {desc.in_ch} -> {desc.out_ch} "
+                             "channels, and would not load back; save as .safetensors")
     out = export_state_dict(sd, desc.arch, layout, half)
     if suffix == ".safetensors":
         from safetensors.torch import save_file
