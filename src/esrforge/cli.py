@@ -249,10 +249,10 @@ def error_text(e: BaseException) -> str:
     """An exception as one line; an OSError as `file: reason`, not `[Errno 13] ...: 'file'`."""
     if isinstance(e, OSError) and e.filename is not None:
         return f"{e.filename}: {e.strerror or e}"
-    text = str(e).strip()
-    if text.startswith("OpenCV("):  # cv2.error: "OpenCV(5.0.0) /io/.../alloc.cpp:73: error: (-4:...) what"
-        text = "OpenCV: " + text.split(" error: ", 1)[-1]
-    return " ".join(text.splitlines())
+    text = str(e)
+    if text.startswith("OpenCV("):  # cv2.error: "OpenCV(5.0.0) /io/.../alloc.cpp:73: error: (-4:...) what\n"
+        text = "OpenCV: " + " ".join(text.split(" error: ", 1)[-1].split())
+    return text
 
 
 def _report(path: Path, e: BaseException) -> None:
