@@ -190,6 +190,20 @@ def test_hidden_files_in_folders_are_not_inputs(tmp_path: Path, near4: Path) -> 
     assert files_under(out) == ["a.png"]
 
 
+def test_symlinked_folders_are_followed_once(tmp_path: Path, near4: Path) -> None:
+    """Datasets and photo folders are often assembled from links; a link back up must not loop."""
+    elsewhere = tmp_path / "elsewhere"
+    image(elsewhere / "b.png", seed=1)
+    src = tmp_path / "in"
+    image(src / "a.png")
+    (src / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (src / "loop").symlink_to(src, target_is_directory=True)
+    (src / "broken.png").symlink_to(tmp_path / "nowhere.png")
+    out = tmp_path / "out"
+    assert upscale(src, "-o", out, "-m", near4) == 0
+    assert files_under(out) == ["a.png", "linked/b.png"]
+
+
 def test_two_inputs_onto_one_output_are_refused_before_anything_runs(tmp_path: Path, near4: Path, capsys) -> None:
     a, b = image(tmp_path / "one" / "x.png"), image(tmp_path / "two" / "x.png")
     out = tmp_path / "out"

@@ -33,8 +33,22 @@ NO_ALPHA_SUFFIXES = (".jpg", ".jpeg", ".bmp")  # formats that cannot store an al
 
 def visible_files(folder: Path) -> list[Path]:
     """Files under `folder`, leaving out hidden ones (a name starting with '.' anywhere below it):
-    macOS's `._x.png` resource forks, and the temporary files of a write that a killed run left."""
-    return [f for f in folder.rglob("*") if f.is_file() and not any(part.startswith(".") for part in f.relative_to(folder).parts)]
+    macOS's `._x.png` resource forks, and the temporary files of a write that a killed run left.
+
+    Symlinked folders are followed (datasets are often assembled from links), each real folder
+    once, so a link back up the tree cannot loop."""
+    folder = Path(folder)
+    found: list[Path] = []
+    seen: set[str] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs.clear()
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(root, f) for f in files if not f.startswith(".") and os.path.isfile(os.path.join(root, f))]
+    return found
 
 
 def float_range_note(img: np.ndarray) -> str | None:
