@@ -517,6 +517,22 @@ def test_models_whose_output_channels_differ_from_their_input(tmp_path: Path, ca
     assert not (tmp_path / "m.pth").exists()
 
 
+def test_rgba_models_see_the_alpha_with_the_colour(tmp_path: Path, capsys) -> None:
+    """A 4-channel model (RGBA textures): the alpha goes through it with the colour; RGB and gray
+    images get an opaque alpha for it and come back in their own channels."""
+    model = save(nearest_compact(2, in_ch=4, out_ch=4), tmp_path / "rgba_x2.pth")
+    assert cli("info", model, "--json") == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["in_channels"], info["out_channels"]) == (4, 4)
+    rgba = photo_like(H, W, c=4)
+    rgba[..., 3] = np.arange(W, dtype=np.uint8)[None, :] * 8  # a ramp of transparency
+    for name, img in (("rgba", rgba), ("rgb", rgba[..., :3]), ("gray", rgba[..., :1]), ("la", rgba[..., [0, 3]])):
+        assert upscale(image(tmp_path / f"{name}.png", img), "-o", tmp_path / f"{name}_x2.png", "-m", model) == 0
+        np.testing.assert_array_equal(read_image(tmp_path / f"{name}_x2.png"), nearest(img, 2), err_msg=name)
+    assert upscale(tmp_path / "rgb.png", "-o", tmp_path / "chain.png", "-m", model, "-m", save(nearest_compact(2), tmp_path / "n2.pth")) == 1
+    assert "a 4-channel (RGBA) model takes 4 channels in and out, and chains only with other RGBA models" in capsys.readouterr().err
+
+
 def test_rgba_in_rgba_out_alpha_preserved(tmp_path: Path, near4: Path) -> None:
     img = photo_like(H, W, c=4)
     # 8x8 checkerboard of fully transparent and fully opaque blocks.

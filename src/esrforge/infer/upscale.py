@@ -130,6 +130,12 @@ class Upscaler:
         self.models = [models] if isinstance(models, LoadedModel) else list(models)
         if not self.models:
             raise ValueError("no model given")
+        # RGBA models (4 channels in and out) see the alpha with the colour; every other model gets
+        # the colour, and the alpha runs on its own. The two ways do not mix within one chain.
+        rgba = [(m.descriptor.in_ch, m.descriptor.out_ch) == (4, 4) for m in self.models]
+        if any(m.descriptor.in_ch == 4 or m.descriptor.out_ch == 4 for m in self.models) and not all(rgba):
+            raise ValueError("a 4-channel (RGBA) model takes 4 channels in and out, and chains only with other RGBA models")
+        self.rgba = all(rgba)
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.precision = precision
         note = slow_precision_note(resolve_precision(precision, self.device), self.device)  # refuses a bad name now
@@ -230,6 +236,8 @@ class Upscaler:
             # Models take [0, 1]; a NaN would spread over every output pixel it reaches.
             img = np.nan_to_num(np.clip(img, 0, 1), nan=0.0)
         dtype = resolve_precision(self.precision, self.device, high_bit_depth=img.dtype != np.uint8)
+        if self.rgba:
+            return self._resize_to_outscale(self._upscale_rgba(img, dtype, progress), img)
         has_alpha = img.shape[2] in (2, 4)
         color, alpha = img, None
         if has_alpha:
@@ -252,7 +260,30 @@ class Upscaler:
                 alpha = self._run_model(i, alpha, out[:, :, -1:], dtype, progress)
         if has_alpha and alpha is None:
             out[:, :, -1] = _maxval(img.dtype)
-        color = out
+        return self._resize_to_outscale(out, img)
+
+    def _upscale_rgba(self, img: np.ndarray, dtype: torch.dtype, progress: Progress | None) -> np.ndarray:
+        """Through RGBA models: gray is made RGB and a missing alpha opaque for the model, and the
+        result is given back in the image's own channels (gray as the mean of R, G and B)."""
+        c, maxval = img.shape[2], _maxval(img.dtype)
+        rgb = np.repeat(img[:, :, :1], 3, axis=2) if c in (1, 2) else img[:, :, :3]
+        alpha = img[:, :, -1:] if c in (2, 4) else np.full((*img.shape[:2], 1), maxval, img.dtype)
+        x = np.concatenate([rgb, alpha], axis=2)
+        mid = np.uint16 if img.dtype != np.float32 else np.float32
+        for i, m in enumerate(self.models):
+            h, w = x.shape[0] * m.descriptor.scale, x.shape[1] * m.descriptor.scale
+            out = np.empty((h, w, 4), dtype=img.dtype if i == len(self.models) - 1 else mid)
+            x = self._run_model(i, x, out, dtype, progress)
+        if c == 4:
+            return x
+        if c == 3:
+            return np.ascontiguousarray(x[:, :, :3])
+        gray = x[:, :, :3].astype(np.float32).mean(axis=2, keepdims=True)
+        gray = gray if img.dtype == np.float32 else np.floor(gray + 0.5).astype(img.dtype)
+        return gray if c == 1 else np.concatenate([gray, x[:, :, 3:]], axis=2)
+
+    def _resize_to_outscale(self, color: np.ndarray, img: np.ndarray) -> np.ndarray:
+        """The final resize to `outscale` (relative to the input `img`), if one is asked for."""
         if self.outscale is not None and self.outscale != self.scale:
             h, w = img.shape[:2]
             size = (max(1, round(w * self.outscale)), max(1, round(h * self.outscale)))
