@@ -36,6 +36,8 @@ def _layouts(m: RRDBNet) -> dict[str, object]:
         "newarch.pt": _newarch(sd),
         "plain.safetensors": sd,
         "single_key.pth": {"generator_weights": sd},
+        "compiled.pth": {"params": {f"_orig_mod.{k}": v for k, v in sd.items()}},  # torch.compile's wrapper
+        "ddp_compiled.pth": {"params_ema": {f"module._orig_mod.{k}": v for k, v in sd.items()}},
     }
 
 

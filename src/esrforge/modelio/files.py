@@ -19,6 +19,9 @@ PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 MODEL_SUFFIXES = PICKLE_SUFFIXES + (".safetensors",)
 
 # Container keys seen in the wild, in order of preference (EMA weights are what users want).
+# Prefixes that wrappers add to every key: (Distributed)DataParallel, and torch.compile, whose
+# wrapped module's state dict is what traiNNer-style trainers save when compiling.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _CONTAINER_KEYS = ("params_ema", "params", "state_dict", "model", "net", "generator", "net_g")
 
 
@@ -106,7 +109,7 @@ def _is_state_dict(obj: Any) -> bool:
 
 
 def unwrap(obj: Any, path: str | os.PathLike[str] = "<memory>") -> StateDict:
-    """Find the generator state dict inside the usual containers and strip `module.` prefixes."""
+    """Find the generator state dict inside the usual containers and strip wrapper prefixes."""
     seen = 0
     while not _is_state_dict(obj):
         seen += 1
@@ -125,8 +128,13 @@ def unwrap(obj: Any, path: str | os.PathLike[str] = "<memory>") -> StateDict:
             raise ModelFileError(f"{path}: no state dict found; top-level keys: {', '.join(map(str, list(obj)[:8]))}")
         obj = obj[key]
     sd = {str(k): v for k, v in obj.items()}
-    if all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
+    stripped = True
+    while stripped:  # in any order and nesting: module._orig_mod.conv_first...
+        stripped = False
+        for prefix in _WRAPPER_PREFIXES:
+            if all(k.startswith(prefix) for k in sd):
+                sd = {k[len(prefix):]: v for k, v in sd.items()}
+                stripped = True
     return sd
 
 
