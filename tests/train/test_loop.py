@@ -263,6 +263,18 @@ def test_startup_line_says_what_auto_resolved_to(workspace, tmp_path, capsys, se
     assert "hello: cpu x 1 process(es), precision fp32, channels_last " + shown + ", 4 training image(s)" in capsys.readouterr().err
 
 
+def test_a_log_file_gets_plain_progress_lines_not_a_bar(workspace, tmp_path, capsys):
+    """Under nohup or a cluster job stderr is a file: one line per log_every iterations, no \\r."""
+    cfg = CONFIGS / "compact_x4.yml"
+    o = tiny_overrides("lines", workspace, cfg, iterations=4) + ["train.log_every=2", "data.val=null"]
+    assert train(cfg, runs_dir=tmp_path, overrides=o) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    progress = [line for line in err.splitlines() if line.startswith("iter ")]
+    assert [p.split(" (")[0] for p in progress] == ["iter 2/4", "iter 4/4"]
+    assert re.fullmatch(r"iter 2/4 \(50\.0%\) epoch \d+, [\d.e+]+ it/s, eta [\d:d ]+, pixel [\d.e-]+", progress[0])
+
+
 def test_only_the_newest_checkpoints_are_kept(workspace, tmp_path):
     cfg = CONFIGS / "compact_x4.yml"
     o = tiny_overrides("keep", workspace, cfg, iterations=5) + ["train.checkpoint_every=1", "train.keep_checkpoints=2"]

@@ -752,7 +752,10 @@ def fit(run: Run, *, quiet: bool = False, on_iteration: Callable[[Run], None] | 
     if main and not quiet:  # what `auto` resolved to, before the progress bar
         print(f"{cfg.name}: {run.device} x {run.world} process(es), precision {precision_name(run.amp)}, "
               f"channels_last {'on' if run.channels_last else 'off'}, {len(run.dataset.samples)} training image(s)", file=sys.stderr)
-    bar = tqdm(total=t.iterations, initial=run.iteration, disable=quiet or not main, dynamic_ncols=True, unit="it")
+    # A bar on a terminal; in a log file (nohup, a cluster job) one plain line per log_every
+    # iterations instead of a stream of carriage-return fragments.
+    lines = main and not quiet and not sys.stderr.isatty()
+    bar = tqdm(total=t.iterations, initial=run.iteration, disable=quiet or not main or lines, dynamic_ncols=True, unit="it")
     data = batches(run)
     images_per_it = cfg.data.train.batch_size * t.accumulate * run.world
     t0, it0 = time.perf_counter(), run.iteration
@@ -807,6 +810,8 @@ def fit(run: Run, *, quiet: bool = False, on_iteration: Callable[[Run], None] | 
                 rate = (run.iteration - it0) / max(time.perf_counter() - t0, 1e-9)
                 log({"iter": run.iteration, "epoch": run.epoch, "images": run.iteration * images_per_it, "lr": lr_g, "it_per_s": rate, **logs})
                 bar.set_postfix({"ep": run.epoch, **{k: f"{v:.4g}" for k, v in logs.items()}}, refresh=False)
+                if lines:
+                    print(progress_line(run.iteration, t.iterations, run.epoch, rate, logs), file=sys.stderr, flush=True)
             if main and cfg.data.val is not None and run.iteration % cfg.data.val.every == 0:
                 res = validate(run)
                 log({"iter": run.iteration, "val": res, "best": run.best})
@@ -839,6 +844,18 @@ def fit(run: Run, *, quiet: bool = False, on_iteration: Callable[[Run], None] | 
     if main and not quiet:
         print(f"done: {run.iteration} iterations; weights: {run.run_dir / MODEL_DIR / f'net_g_{run.iteration}.safetensors'}", file=sys.stderr)
     return 0
+
+
+def progress_line(it: int, total: int, epoch: int, rate: float, logs: dict[str, float]) -> str:
+    """`iter 1000/400000 (0.2%) epoch 3, 2.31 it/s, eta 2d 00:00:00, pixel 0.0123`: for log files."""
+    left = (total - it) / rate if rate > 0 else float("inf")
+    if math.isfinite(left):
+        days, rest = divmod(int(left), 86400)
+        eta = (f"{days}d " if days else "") + str(datetime.timedelta(seconds=rest))
+    else:
+        eta = "?"
+    losses = "".join(f", {k} {v:.4g}" for k, v in logs.items())
+    return f"iter {it}/{total} ({100 * it / total:.1f}%) epoch {epoch}, {rate:.3g} it/s, eta {eta}{losses}"
 
 
 def trim_log(path: Path, iteration: int) -> None:
