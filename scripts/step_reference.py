@@ -16,7 +16,7 @@ def default_text(value: object) -> str:
 
 def main() -> None:
     for name, cls in STEPS.items():
-        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())  # the first paragraph
         print(f"### `{name}`\n\n{doc}\n")
         print("| field | default | allowed | meaning |\n|---|---|---|---|")
         for f in dataclasses.fields(cls):
@@ -26,7 +26,7 @@ def main() -> None:
             elif meta.get("kind") == "choice":
                 allowed = ", ".join(meta["allowed"])
             else:
-                allowed = "see below"
+                allowed = meta.get("allowed_text", "-")
             print(f"| `{f.name}` | {default_text(f.default)} | {allowed} | {meta.get('doc', '')} |")
         print()
 

@@ -423,6 +423,8 @@ def degrade(
 
     if scale < 1:
         raise CommandError(f"--scale must be >= 1, got {scale}")
+    if count < 1:
+        raise CommandError(f"--count must be >= 1, got {count}")
     pipe = load_pipeline(pipeline)
     if preview is not None:
         if hr_dir is not None or lr_dir is not None:

@@ -24,7 +24,7 @@ from esrforge.modelio.files import atomic_save
 if "OPENCV_LOG_LEVEL" not in os.environ and hasattr(cv2, "utils"):
     # OpenCV logs its own "[ WARN:0@5.4] ... PNG input buffer is incomplete" lines; esrforge
     # reports each unreadable file itself, in one line that names it.
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tiff"}

@@ -18,7 +18,18 @@ class YamlError(ValueError):
 
 
 class _Loader(yaml.SafeLoader):
-    pass
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        # PyYAML keeps the last of two equal keys without a word: `quality: 30` then `quality: 90`
+        # in one step would silently be 90. A config with a doubled key is a mistake; say where.
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 # Only the forms YAML 1.1 misses (an exponent without a dot); its own float forms stay as they are.

@@ -136,3 +136,24 @@ def test_hidden_files_are_not_training_images(tmp_path):
     write_image(tmp_path / "hr" / ".thumbs" / "t.png", photo_like(32, 32))
     ds = SRDataset([tmp_path / "hr"], pipeline=load_pipeline("bicubic"), scale=4, hr_size=16)
     assert [s.key for s in ds.samples] == ["a"]
+
+
+def test_on_the_fly_degradation_leaves_the_alpha_alone(tmp_path):
+    """As `esrforge degrade` does: the colour is degraded, the alpha (a mask) only resized."""
+    img = photo_like(32, 32, c=4)
+    img[..., 3] = 200
+    write_image(tmp_path / "hr" / "a.png", img)
+    (tmp_path / "p.yml").write_text("steps: [{type: noise, sigma: 20}]\n")
+    ds = SRDataset([tmp_path / "hr"], pipeline=load_pipeline(tmp_path / "p.yml"), scale=2, hr_size=32, channels=4, augment=False)
+    item = ds[0]
+    alpha = item["lr"][3]
+    assert item["lr"].shape == (4, 16, 16) and torch.allclose(alpha, torch.full_like(alpha, 200 / 255), atol=1e-6)
+    clean = torch.from_numpy(img[::2, ::2, :3].astype(np.float32) / 255).permute(2, 0, 1)
+    assert (item["lr"][:3] - clean).abs().mean() > 0.02  # while the colour did get noise
+
+
+def test_one_channel_from_colour_is_bt601_luma(tmp_path):
+    from esrforge.data.datasets import to_tensor
+
+    rgb = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255]]], np.uint8)
+    np.testing.assert_allclose(to_tensor(rgb, 1)[0, 0].numpy(), [0.299, 0.587, 0.114], atol=1e-6)

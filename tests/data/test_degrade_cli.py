@@ -74,3 +74,43 @@ def test_preview_sheet(tmp_path, hr_dir):
 def test_preview_needs_output(tmp_path, hr_dir, capsys):
     assert main(["degrade", "--preview", str(hr_dir / "img0.png"), "-q"]) == 1
     assert "-o" in capsys.readouterr().err
+
+
+def test_preview_of_a_gray_image_draws_gray_degradations(tmp_path):
+    """The sheet shows what a run writes: gray stays gray (colour noise was drawn on RGB before)."""
+    write_image(tmp_path / "g.png", photo_like(32, 32, c=1))
+    (tmp_path / "noise.yml").write_text("steps: [{type: noise, sigma: 30, gray_p: 0}]\n")
+    sheet = tmp_path / "sheet.png"
+    assert main(["degrade", "--preview", str(tmp_path / "g.png"), "--pipeline", str(tmp_path / "noise.yml"),
+                 "--scale", "1", "-o", str(sheet), "--count", "2", "-q"]) == 0
+    tiles = read_image(sheet)[:32].astype(int)
+    assert (tiles[..., 0] == tiles[..., 1]).all() and (tiles[..., 1] == tiles[..., 2]).all()
+    assert tiles[:, 32:64].std() > 0 and not np.array_equal(tiles[:, :32], tiles[:, 32:64])
+
+
+def test_float_tiff_degrades_to_float(tmp_path):
+    hr = photo_like(32, 40).astype(np.float32) / 255
+    write_image(tmp_path / "hr" / "f.tiff", hr)
+    assert main(["degrade", str(tmp_path / "hr"), str(tmp_path / "lr"), "--scale", "2", "--workers", "0", "-q"]) == 0
+    lr = read_image(tmp_path / "lr" / "f.png")
+    assert lr.shape == (16, 20, 3) and lr.dtype == np.uint8  # written as PNG, 8-bit
+    assert 30 < lr.std() and len(np.unique(lr)) > 50  # a picture, not values rounded to 0 or 1
+
+
+def test_too_small_images_name_their_size_and_count_must_be_positive(tmp_path, capsys):
+    write_image(tmp_path / "hr" / "tiny.png", photo_like(3, 3))
+    write_image(tmp_path / "hr" / "ok.png", photo_like(16, 16))
+    assert main(["degrade", str(tmp_path / "hr"), str(tmp_path / "lr"), "--scale", "4", "--workers", "0", "-q"]) == 1
+    assert f"error: {tmp_path / 'hr' / 'tiny.png'}: HR size 3x3 is smaller than the scale 4" in capsys.readouterr().err
+    assert main(["degrade", "--preview", str(tmp_path / "hr" / "ok.png"), "-o", str(tmp_path / "s.png"), "--count", "0"]) == 1
+    assert "--count must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_lr_files_the_run_did_not_write_are_named(tmp_path, hr_dir, capsys):
+    lr = tmp_path / "lr"
+    assert main(["degrade", str(hr_dir), str(lr), "--workers", "0", "-q"]) == 0
+    (hr_dir / "img0.png").unlink()  # the HR set changed; its old LR file stays behind
+    capsys.readouterr()
+    assert main(["degrade", str(hr_dir), str(lr), "--workers", "0", "-q"]) == 0
+    err = capsys.readouterr().err
+    assert f"esrforge degrade: warning: {lr}: 1 LR file(s) were not written by this run (an earlier run's?): {lr / 'img0.png'}" in err

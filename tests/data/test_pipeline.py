@@ -70,11 +70,14 @@ def test_yaml_file_and_mapping_forms(tmp_path):
 @pytest.mark.parametrize(
     "spec,match",
     [
-        ([{"type": "blurr"}], r"pipeline step 0: unknown type 'blurr'; allowed: blur"),
-        ([{"type": "jpeg"}, {"type": "noise", "sigma": [1, 300]}], r"pipeline step 1 \(noise\): field 'sigma'.*outside"),
-        ([{"type": "jpeg", "quality": "high"}], r"pipeline step 0 \(jpeg\): field 'quality'"),
-        ([{"type": "jpeg", "qualty": 50}], r"step 0 \(jpeg\): unknown field.*'qualty'"),
+        ([{"type": "blurr"}], r"pipeline step 1: unknown type 'blurr'; allowed: blur"),
+        ([{"type": "jpeg"}, {"type": "noise", "sigma": [1, 300]}], r"pipeline step 2 \(noise\): field 'sigma'.*outside"),
+        ([{"type": "jpeg", "quality": "high"}], r"pipeline step 1 \(jpeg\): field 'quality'"),
+        ([{"type": "jpeg", "qualty": 50}], r"step 1 \(jpeg\): unknown field.*'qualty'"),
         ([{"type": "jpeg", "p": 1.5}], r"field 'p'.*outside"),
+        ([{"type": "noise", "sigma": float("nan")}], r"step 1 \(noise\): field 'sigma': expected finite numbers, got nan"),
+        ([{"type": "jpeg", "quality": [30, float("inf")]}], r"field 'quality': expected finite numbers"),
+        ([{"type": "jpeg", "p": float("nan")}], r"field 'p': expected a finite number, got nan"),
         ([{"type": "random_order", "steps": [{"type": "nope"}]}], r"steps\[0\].*unknown type 'nope'"),
         ({"step": []}, r"one key, 'steps'"),
         ("no_such_preset", r"neither a preset \(bicubic, realesrgan\) nor an existing YAML file"),
@@ -114,3 +117,33 @@ def test_docs_describe_every_step_and_field():
         assert f"### `{name}`" in doc, name
         for f in dataclasses.fields(cls):
             assert f"| `{f.name}` |" in doc, (name, f.name)
+
+
+def test_realesrgan_preset_degrades_the_sharpened_hr_and_draws_the_final_sinc_cutoff_from_pi_3():
+    """Real-ESRGAN: `out = filter2D(self.gt_usm, self.kernel1)`, and its final sinc's
+    omega_c ~ U(pi/3, pi) at every kernel size."""
+    import math
+
+    from esrforge.data.pipeline import RandomOrder
+    from esrforge.data.sharpen import Sharpen
+
+    p = load_pipeline("realesrgan")
+    first = p.steps[0]
+    assert isinstance(first, Sharpen) and (first.amount.low, first.radius.low, first.threshold.low) == (0.5, 50, 10)
+    last = p.steps[-1]
+    assert isinstance(last, RandomOrder)
+    sinc = next(s for group in last.steps for s in group if getattr(s, "name", "") == "blur")
+    assert (sinc.cutoff.low, sinc.cutoff.high) == pytest.approx((math.pi / 3, math.pi))
+
+
+def test_an_integer_batch_is_refused_in_one_line():
+    import torch
+
+    with pytest.raises(ValueError, match="expected a float batch in \\[0, 1\\], got torch.uint8"):
+        load_pipeline("bicubic")(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), torch.Generator(), 2)
+
+
+def test_a_key_written_twice_is_refused(tmp_path):
+    (tmp_path / "p.yml").write_text("steps:\n  - {type: jpeg, quality: 30, quality: 90}\n")
+    with pytest.raises(PipelineError, match=r"p.yml: not valid YAML \(line 2, column 31: duplicate key 'quality'\)"):
+        load_pipeline(tmp_path / "p.yml")

@@ -114,6 +114,7 @@ def test_bad_config_file_exit_code(tmp_path, capsys):
     (b"\x89PNG\r\n\x1a\n\x00\x00", "not a text file"),
     (b"- a\n- b\n", "the top level must be a mapping of keys"),
     (b"name: x\n  bad: [\n", "not valid YAML (line 2, column 6: mapping values are not allowed here)"),
+    (b"name: x\nscale: 4\nname: y\n", "not valid YAML (line 3, column 1: duplicate key 'name')"),
 ])
 def test_a_file_that_is_no_config_is_named_in_one_line(tmp_path, capsys, content, says):
     p = tmp_path / "c.yml"
@@ -223,7 +224,7 @@ def test_degradation_is_built_at_load(tmp_path, monkeypatch):
         f" (a relative path is from the current directory, {tmp_path})"]
     with pytest.raises(ConfigError) as e:
         load_config(_degradation([{"type": "jpeg", "quality": [30, 950]}]))
-    assert e.value.problems == ["data.train.degradation: pipeline step 0 (jpeg): field 'quality': [30, 950] is outside the allowed range [1, 100]"]
+    assert e.value.problems == ["data.train.degradation: pipeline step 1 (jpeg): field 'quality': [30, 950] is outside the allowed range [1, 100]"]
     with pytest.raises(ConfigError, match=r"^config: data.train.degradation: inline: expected a list of steps, got int$"):
         load_config(_degradation(3))
     for ok in ("bicubic", "realesrgan", [{"type": "jpeg", "quality": [30, 95]}], {"steps": [{"type": "noise", "sigma": 2}]}):
@@ -243,7 +244,7 @@ def test_a_degradation_file_is_relative_to_the_current_directory(tmp_path, monke
     with pytest.raises(ConfigError, match=r"data.train.degradation: pipeline 'pipes/p.yml' is neither .* from the current directory, .*cfg\)"):
         load_config(config)
     (tmp_path / "pipes" / "p.yml").write_text("steps:\n  - {type: jpg}\n")
-    with pytest.raises(ConfigError, match=r"data.train.degradation: pipeline step 0: unknown type 'jpg'; allowed: blur,"):
+    with pytest.raises(ConfigError, match=r"data.train.degradation: pipeline step 1: unknown type 'jpg'; allowed: blur,"):
         load_config(_degradation(str(tmp_path / "pipes" / "p.yml")))
 
 

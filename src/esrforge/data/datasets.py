@@ -58,17 +58,23 @@ def _listing(paths: Sequence[Any], limit: int = 10) -> str:
     return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
+_LUMA = torch.tensor([0.299, 0.587, 0.114])
+
+
 def to_tensor(img: np.ndarray, channels: int) -> Tensor:
     """H x W x C uint8/uint16/float32 -> C x H x W float32 in [0, 1], with `channels` channels.
 
-    Gray sources (C = 1, or 2 with alpha) are repeated to RGB, sources without alpha get an opaque
-    one when 4 channels are wanted, and alpha is dropped when 1 or 3 are wanted."""
+    Gray sources (C = 1, or 2 with alpha) are repeated to RGB, colour becomes gray as BT.601 luma
+    (what image editors and OpenCV do), sources without alpha get an opaque one when 4 channels
+    are wanted, and alpha is dropped when 1 or 3 are wanted."""
     maxval = float(np.iinfo(img.dtype).max) if img.dtype.kind == "u" else 1.0
     x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(maxval)
     c = x.shape[0]
     color, alpha = (x[: c - 1], x[c - 1 :]) if c in (2, 4) else (x, None)
     if channels == 1:
-        return color.mean(0, keepdim=True) if color.shape[0] == 3 else color.contiguous()
+        if color.shape[0] == 3:
+            return torch.tensordot(_LUMA, color, dims=1).unsqueeze(0)
+        return color.contiguous()
     if color.shape[0] == 1:
         color = color.expand(3, -1, -1)
     if channels == 3:
@@ -199,7 +205,7 @@ class SRDataset(Dataset):
             lr = _augment(lr, hflip, vflip, rot) if lr is not None else None
         if lr is None:
             assert self.pipeline is not None
-            out, lab = self.pipeline(hr.unsqueeze(0), g, sc)
+            out, lab = self.pipeline.keeping_alpha(hr.unsqueeze(0), g, sc)
             lr, labels = out[0], ", ".join(lab[0])
         return {"lr": lr.contiguous(), "hr": hr.contiguous(), "key": s.key, "degradations": labels}
 

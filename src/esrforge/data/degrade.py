@@ -4,36 +4,37 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
-from esrforge.data.datasets import DatasetError, scan_images, seed_for, to_tensor
+from esrforge.data.datasets import DatasetError, scan_images, seed_for
 from esrforge.data.pipeline import Pipeline
-from esrforge.data.resize import resize_to
 from esrforge.images import read_image, write_image
 from esrforge.infer.tiling import Progress
 
 
 def degrade_image(img: np.ndarray, pipeline: Pipeline, scale: int, seed: int) -> tuple[np.ndarray, list[str]]:
-    """One HR image (H x W x C, uint8/uint16) -> LR image of the same dtype, and the labels.
+    """One HR image (H x W x C, uint8/uint16/float32) -> LR image of the same dtype, and the labels.
 
     Alpha is not degraded (blur, noise or JPEG on a mask mean nothing): it is resized to the LR
     size with MATLAB bicubic.
     """
     g = torch.Generator().manual_seed(seed)
     h, w, c = img.shape
+    if h < scale or w < scale:
+        raise ValueError(f"HR size {w}x{h} is smaller than the scale {scale}")
     h, w = h - h % scale, w - w % scale  # BasicSR's mod-crop: LR is exactly HR / scale
-    x = to_tensor(img[:h, :w], 1 if c <= 2 else 3).unsqueeze(0)
-    lr, labels = pipeline(x, g, scale)
-    if c in (2, 4):
-        alpha = to_tensor(img[:h, :w, c - 1 :], 1).unsqueeze(0)
-        lr = torch.cat([lr, resize_to(alpha, tuple(lr.shape[-2:]), "matlab").clamp(0, 1)], dim=1)
     maxval = float(np.iinfo(img.dtype).max) if img.dtype.kind == "u" else 1.0
-    out = (lr[0].permute(1, 2, 0) * maxval).round().numpy().astype(img.dtype)
-    return out, labels[0]
+    x = torch.from_numpy(np.ascontiguousarray(img[:h, :w])).permute(2, 0, 1).float().div_(maxval)  # own channels, alpha last
+    lr, labels = pipeline.keeping_alpha(x.unsqueeze(0), g, scale)
+    y = lr[0].permute(1, 2, 0)
+    if img.dtype.kind == "u":
+        y = (y * maxval).round()
+    return np.ascontiguousarray(y.numpy().astype(img.dtype)), labels[0]
 
 
 def _work(args: tuple[Path, Path, Pipeline, int, int]) -> str:
@@ -84,15 +85,26 @@ def degrade_folder(
             try:
                 _work(job)
                 done(None, job[0])
-            except (ValueError, OSError) as e:
+            except (ValueError, OSError, cv2.error) as e:  # as the worker processes' errors: reported, the run goes on
                 done(e, job[0])
+        _warn_stale(lr_dir, {job[1] for job in jobs})
         return errors
     with cf.ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
         futures = {pool.submit(_work, job): job[0] for job in jobs}
         for fut in cf.as_completed(futures):
             exc = fut.exception()
             done(exc, futures[fut])
+    _warn_stale(lr_dir, {job[1] for job in jobs})
     return errors
+
+
+def _warn_stale(lr_dir: Path, written: set[Path]) -> None:
+    """LR files this run did not write (an earlier run's, for HR images since removed, or from
+    another seed or pipeline) would sit in the dataset unnoticed: name them."""
+    stale = sorted(p for p in scan_images([lr_dir]).values() if p not in written)
+    if stale:
+        shown = ", ".join(map(str, stale[:5])) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
+        warnings.warn(f"{lr_dir}: {len(stale)} LR file(s) were not written by this run (an earlier run's?): {shown}", stacklevel=3)
 
 
 def _wrap(text: str, width_px: int, scale: float = 0.4) -> list[str]:
@@ -112,15 +124,24 @@ def _wrap(text: str, width_px: int, scale: float = 0.4) -> list[str]:
 def preview_sheet(img: np.ndarray, pipeline: Pipeline, *, scale: int, count: int = 8, seed: int = 0, columns: int = 4) -> np.ndarray:
     """A contact sheet: the HR image, then `count` random LR draws shown at HR size (nearest
     neighbour, so every artifact stays visible), each captioned with the steps that fired."""
-    rgb = img[:, :, :3] if img.shape[2] >= 3 else np.repeat(img[:, :, :1], 3, axis=2)
-    if rgb.dtype != np.uint8:
-        rgb = (rgb.astype(np.float32) / np.iinfo(rgb.dtype).max * 255).round().astype(np.uint8)
-    h, w = rgb.shape[0] - rgb.shape[0] % scale, rgb.shape[1] - rgb.shape[1] % scale
-    rgb = rgb[:h, :w]
-    tiles = [(rgb, ["HR (input)"])]
+    # The draws are made on the image's own colour channels (gray stays gray, as in a real run),
+    # shown as 8-bit RGB.
+    src = img[:, :, :3] if img.shape[2] >= 3 else img[:, :, :1]
+    if src.dtype != np.uint8:
+        maxval = float(np.iinfo(src.dtype).max) if src.dtype.kind == "u" else 1.0
+        src = (np.clip(src.astype(np.float32) / maxval, 0, 1) * 255).round().astype(np.uint8)
+    if min(src.shape[:2]) < scale:
+        raise ValueError(f"HR size {src.shape[1]}x{src.shape[0]} is smaller than the scale {scale}")
+    h, w = src.shape[0] - src.shape[0] % scale, src.shape[1] - src.shape[1] % scale
+    src = src[:h, :w]
+
+    def as_rgb(a: np.ndarray) -> np.ndarray:
+        return np.repeat(a.reshape(a.shape[0], a.shape[1], -1), 3, axis=2) if a.ndim == 2 or a.shape[2] == 1 else a
+
+    tiles = [(as_rgb(src), ["HR (input)"])]
     for i in range(count):
-        lr, labels = degrade_image(rgb, pipeline, scale, seed_for(seed, "preview", i))
-        shown = cv2.resize(lr, (w, h), interpolation=cv2.INTER_NEAREST)
+        lr, labels = degrade_image(src, pipeline, scale, seed_for(seed, "preview", i))
+        shown = as_rgb(cv2.resize(lr, (w, h), interpolation=cv2.INTER_NEAREST))
         tiles.append((shown, [f"#{i + 1}: " + ("; ".join(labels) if labels else "(no step fired)")]))
     line_h, pad = 14, 4
     captions = [sum((_wrap(t, w - 2 * pad) for t in text), []) for _, text in tiles]

@@ -11,6 +11,7 @@ MATLAB-bicubic resize to the target is added.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,8 @@ class RandomOrder(Step):
 
     name = "random_order"
     batch_wide = True
-    steps: tuple[tuple[Step, ...], ...] = field(default=())
+    steps: tuple[tuple[Step, ...], ...] = field(default=(), metadata={
+        "allowed_text": "steps, or lists of steps", "doc": "the items, run in a random order; a list keeps its own order"})
 
     @classmethod
     def parse_extra(cls, key: str, value: Any, where: str) -> Any:
@@ -109,6 +111,8 @@ PRESETS: dict[str, list[dict[str, Any]]] = {
     "bicubic": [{"type": "resize", "to": "target", "method": "matlab"}],
     # Real-ESRGAN's second-order degradation with its published defaults.
     "realesrgan": [
+        # Real-ESRGAN degrades the USM-sharpened HR (gt_usm), not the HR itself.
+        {"type": "sharpen", "amount": 0.5, "radius": 50, "threshold": 10},
         {"type": "blur", "kernel": _with_sinc(0.1), "size": [7, 21], "sigma": [0.2, 3.0], "beta_generalized": [0.5, 4.0], "beta_plateau": [1.0, 2.0]},
         {"type": "resize", "scale": [0.15, 1.5], "updown": [0.2, 0.7, 0.1], "method": _RESAMPLE},
         {"type": "noise", "kind": {"gaussian": 0.5, "poisson": 0.5}, "sigma": [1, 30], "poisson_scale": [0.05, 3.0], "gray_p": 0.4},
@@ -119,7 +123,10 @@ PRESETS: dict[str, list[dict[str, Any]]] = {
         {
             "type": "random_order",
             "steps": [
-                [{"type": "resize", "to": "target", "method": _RESAMPLE}, {"type": "blur", "p": 0.8, "kernel": "sinc", "size": [7, 21]}],
+                # The final sinc's cutoff is drawn from [pi/3, pi] at every size (the first two
+                # blurs' size-dependent rule does not apply to it).
+                [{"type": "resize", "to": "target", "method": _RESAMPLE},
+                 {"type": "blur", "p": 0.8, "kernel": "sinc", "size": [7, 21], "cutoff": [math.pi / 3, math.pi]}],
                 {"type": "jpeg", "quality": [30, 95]},
             ],
         },
@@ -139,6 +146,8 @@ class Pipeline:
         """
         if hr.ndim != 4:
             raise ValueError(f"expected an (N, C, H, W) batch, got shape {tuple(hr.shape)}")
+        if not hr.is_floating_point():
+            raise ValueError(f"expected a float batch in [0, 1], got {hr.dtype} (divide 8-bit images by 255)")
         target = (hr.shape[-2] // scale, hr.shape[-1] // scale)
         if min(target) < 1:
             raise ValueError(f"HR size {tuple(hr.shape[-2:])} is smaller than the scale {scale}")
@@ -155,6 +164,16 @@ class Pipeline:
             for acc in labels:
                 acc.append(f"resize matlab -> {target[1]}x{target[0]} (final)")
         return x.clamp(0, 1), labels
+
+    def keeping_alpha(self, hr: Tensor, g: torch.Generator, scale: int) -> tuple[Tensor, list[list[str]]]:
+        """As calling the pipeline, for a batch whose last channel is alpha when it has 2 or 4:
+        the colour is degraded and the alpha only resized (MATLAB bicubic), as blur, noise or
+        JPEG on a mask mean nothing. `esrforge degrade` and on-the-fly training both use this."""
+        if hr.shape[1] not in (2, 4):
+            return self(hr, g, scale)
+        lr, labels = self(hr[:, :-1], g, scale)
+        alpha = resize_to(hr[:, -1:], tuple(lr.shape[-2:]), "matlab").clamp(0, 1)
+        return torch.cat([lr, alpha], dim=1), labels
 
 
 def _load_yaml(path: Path) -> Any:
@@ -187,4 +206,4 @@ def load_pipeline(spec: str | Path | Sequence[Any] | Mapping[str, Any]) -> Pipel
 
 
 def _build(steps: Sequence[Any], source: str) -> Pipeline:
-    return Pipeline(tuple(parse_step(s, i) for i, s in enumerate(steps)), source)
+    return Pipeline(tuple(parse_step(s, i) for i, s in enumerate(steps, 1)), source)  # step 1 is the first

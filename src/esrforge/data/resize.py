@@ -154,9 +154,13 @@ class Resize(Step):
     batch_wide = True
 
     scale: Range = range_field(1.0, lo=0.05, hi=8.0, doc="size factor")
-    updown: tuple[float, float, float] | None = field(default=None, metadata={"doc": "[up, down, keep] probabilities"})
-    to: str | None = field(default=None, metadata={"doc": "'target': resize exactly to the LR target size"})
-    relative_to: str = field(default="current", metadata={"doc": "'current' or 'target': what scale multiplies"})
+    updown: tuple[float, float, float] | None = field(default=None, metadata={
+        "allowed_text": "3 weights >= 0, or {up, down, keep}; scale must contain 1",
+        "doc": "probabilities of growing (factor drawn from [1, high]), shrinking ([low, 1]) or keeping the size"})
+    to: str | None = field(default=None, metadata={
+        "allowed_text": "target", "doc": "resize exactly to the LR target size; scale, updown, relative_to stay unset"})
+    relative_to: str = field(default="current", metadata={
+        "allowed_text": "current, target", "doc": "what `scale` multiplies: the current size or the LR target size"})
     method: Choice = choice_field("bicubic", allowed=METHODS, doc="interpolation method(s), drawn per batch")
 
     @classmethod

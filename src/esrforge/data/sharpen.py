@@ -32,7 +32,7 @@ class Sharpen(Step):
 
     name = "sharpen"
     amount: Range = range_field(0.5, lo=0.0, hi=5.0, doc="weight of the added detail")
-    radius: Range = range_field(50, lo=1, hi=200, integer=True, doc="blur radius in pixels")
+    radius: Range = range_field(50, lo=1, hi=200, integer=True, doc="Gaussian kernel size in pixels, as Real-ESRGAN's radius (an even one + 1)")
     threshold: Range = range_field(10, lo=0, hi=255, doc="detail below this (0-255 levels) is left alone")
 
     def run(self, x: Tensor, g: torch.Generator, ctx: Context) -> tuple[Tensor, list[str]]:

@@ -103,6 +103,8 @@ def parse_range(value: Any, meta: Mapping[str, Any], where: str) -> Range:
         low, high = float(value[0]), float(value[1])
     else:
         raise PipelineError(f"{where}: expected a number or [low, high], got {value!r}")
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise PipelineError(f"{where}: expected finite numbers, got {value!r}")
     if low > high:
         raise PipelineError(f"{where}: low {low:g} is above high {high:g}")
     if low < lo or high > hi:
@@ -137,6 +139,8 @@ def parse_choice(value: Any, meta: Mapping[str, Any], where: str) -> Choice:
 def parse_number(value: Any, meta: Mapping[str, Any], where: str) -> float | int:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise PipelineError(f"{where}: expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise PipelineError(f"{where}: expected a finite number, got {value!r}")
     if not meta["lo"] <= value <= meta["hi"]:
         raise PipelineError(f"{where}: {value!r} is outside the allowed range [{meta['lo']:g}, {meta['hi']:g}]")
     if meta["integer"]:
