@@ -31,6 +31,9 @@ def psnr(err: np.ndarray) -> float:
 
 
 def main() -> None:
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # --help, and no stray options
     for name in ("photo_x4", "photo_x4_gan"):
         lm = load_model(name)
         border: dict[str | None, list[float]] = {m: [] for m in MODES}

@@ -518,8 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", type=Path, required=True, help="output file (one input) or folder")
     s.add_argument("-m", "--model", dest="models", action="append", default=[], metavar="MODEL",
                    help="model file or bundled model name (esrforge models); repeat to chain; default: the bundled default")
-    s.add_argument("--suffix", default="", help="added to each output file name before the extension")
-    s.add_argument("--format", dest="fmt", choices=["same", *FORMATS], default="same", help="output format")
+    s.add_argument("--suffix", default="", help="added to each output file name before the extension (folder outputs)")
+    s.add_argument("--format", dest="fmt", choices=["same", *FORMATS], default="same",
+                   help="output format for folder outputs (default: same as each input)")
     s.add_argument("--quality", type=_quality_arg, default=None,
                    help="JPEG and WebP quality, 1-100 (default 95; a lossless WebP input stays lossless unless this is given)")
     s.add_argument("--lossless", action="store_true", help="write WebP lossless (PNG and TIFF always are)")
@@ -528,22 +529,24 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--skip-existing", dest="overwrite", action="store_false", help="keep existing outputs (default)")
     g.add_argument("--overwrite", dest="overwrite", action="store_true", help="replace existing outputs")
     s.add_argument("--tile", type=_tile_arg, default="auto", help="tile size in input pixels, 0 = whole image, auto (default)")
-    s.add_argument("--seamless", choices=["tile", "mirror", "replicate"], help="pad edges for tileable textures")
+    s.add_argument("--seamless", choices=["tile", "mirror", "replicate"],
+                   help="context past the edges: tile = wrap around (the result tiles seamlessly: textures), "
+                        "mirror = reflected, replicate = edge pixels repeated (default: none, the model's own zero padding)")
     s.add_argument("--outscale", type=float, help="final scale, resized after the model(s)")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     s.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary")
 
     s = sub.add_parser("degrade", help="make LR images from HR images with a degradation pipeline")
-    s.add_argument("hr_dir", type=Path, nargs="?", metavar="HR_DIR")
+    s.add_argument("hr_dir", type=Path, nargs="?", metavar="HR_DIR", help="HR images (searched recursively)")
     s.add_argument("lr_dir", type=Path, nargs="?", metavar="LR_DIR", help="written with the same relative names, as PNG")
-    s.add_argument("--scale", type=int, default=4)
-    s.add_argument("--pipeline", default="bicubic", help="preset (bicubic, realesrgan) or a pipeline YAML file")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--scale", type=int, default=4, help="LR = HR / scale (default: 4)")
+    s.add_argument("--pipeline", default="bicubic", help="preset (bicubic, realesrgan) or a pipeline YAML file (default: bicubic)")
+    s.add_argument("--seed", type=int, default=0, help="each file's randomness comes from this and its name (default: 0)")
     s.add_argument("--workers", type=int, default=None, help="processes (default: up to 4)")
     s.add_argument("--preview", type=Path, metavar="IMAGE", help="write a contact sheet of random draws instead")
     s.add_argument("-o", "--output", type=Path, help="the contact sheet file (with --preview)")
-    s.add_argument("--count", type=int, default=8, help="draws on the contact sheet")
+    s.add_argument("--count", type=int, default=8, help="draws on the contact sheet (default: 8)")
     s.add_argument("-q", "--quiet", action="store_true")
 
     s = sub.add_parser("train", help="train a model from a YAML config (see configs/)")
@@ -565,7 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("metrics", help="PSNR/SSIM of upscaled images against references")
     s.add_argument("sr", type=Path, metavar="SR", help="an image or a folder")
     s.add_argument("hr", type=Path, metavar="HR", help="the reference image or folder (matched by name)")
-    s.add_argument("--crop-border", type=int, default=0, help="pixels removed on each side (papers: the scale)")
+    s.add_argument("--crop-border", type=int, default=0, help="pixels removed on each side (default: 0; papers: the scale)")
     s.add_argument("--y-channel", action="store_true", help="compare the BT.601 luma only (papers do)")
     s.add_argument("--json", dest="as_json", action="store_true")
 
@@ -573,24 +576,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", dest="as_json", action="store_true")
 
     s = sub.add_parser("info", help="show a model file's architecture and hyperparameters")
-    s.add_argument("model", type=Path)
+    s.add_argument("model", type=Path, help="a model file, or a bundled model's name (esrforge models)")
     s.add_argument("--json", dest="as_json", action="store_true")
 
     s = sub.add_parser("convert", help="convert a model between layouts and formats")
-    s.add_argument("src", type=Path, metavar="IN")
+    s.add_argument("src", type=Path, metavar="IN", help="a model file in any layout, or a bundled model's name")
     s.add_argument("dst", type=Path, metavar="OUT", help=".safetensors or .pth")
     s.add_argument("--layout", choices=["basicsr", "original"], default=None,
                    help="key names (default: basicsr; original for ESRGAN+ models, the names other tools read for them)")
     s.add_argument("--half", action="store_true", help="store fp16 weights")
 
     s = sub.add_parser("interpolate", help="blend two models of the same shape: (1-alpha)*A + alpha*B")
-    s.add_argument("a", type=Path, metavar="A")
-    s.add_argument("b", type=Path, metavar="B")
-    s.add_argument("--alpha", type=float, required=True)
-    s.add_argument("-o", "--output", type=Path, required=True)
+    s.add_argument("a", type=Path, metavar="A", help="model file or bundled name (at alpha 0)")
+    s.add_argument("b", type=Path, metavar="B", help="model file or bundled name of the same architecture and shape (at alpha 1)")
+    s.add_argument("--alpha", type=float, required=True, help="0 to 1: the share of B, e.g. 0.8 for a mostly-B blend")
+    s.add_argument("-o", "--output", type=Path, required=True, help=".safetensors or .pth")
     s.add_argument("--layout", choices=["basicsr", "original"], default=None,
                    help="key names (default: basicsr; original for ESRGAN+ models, the names other tools read for them)")
-    s.add_argument("--half", action="store_true")
+    s.add_argument("--half", action="store_true", help="store fp16 weights")
     return p
 
 

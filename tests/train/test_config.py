@@ -13,7 +13,7 @@ CONFIGS = sorted((Path(__file__).parents[2] / "configs").rglob("*.yml"))
 
 def test_there_are_example_configs():
     names = {p.stem for p in CONFIGS}
-    assert {"esrgan_psnr_x4", "esrgan_gan_x4", "realesrgan_x4", "compact_x4", "finetune", "photo_x4", "photo_x4_gan"} <= names
+    assert {"esrgan_psnr_x4", "esrgan_gan_x4", "realesrnet_x4", "realesrgan_x4", "compact_x4", "finetune", "photo_x4", "photo_x4_gan"} <= names
 
 
 def test_bundled_model_configs_match_the_bundled_models():

@@ -43,7 +43,8 @@ def tiny_overrides(name: str, ws: Path, cfg_path: Path, iterations: int = 3) -> 
 
 
 @pytest.mark.parametrize(
-    "cfg_name", ["esrgan_psnr_x4", "esrgan_gan_x4", "realesrgan_x4", "compact_x4", "finetune", "models/photo_x4", "models/photo_x4_gan"]
+    "cfg_name", ["esrgan_psnr_x4", "esrgan_gan_x4", "realesrnet_x4", "realesrgan_x4", "compact_x4", "finetune",
+                 "models/photo_x4_base", "models/photo_x4", "models/photo_x4_gan"]
 )
 def test_example_configs_train_a_few_iterations(workspace, tmp_path, cfg_name):
     cfg = CONFIGS / f"{cfg_name}.yml"
