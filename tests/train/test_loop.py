@@ -145,6 +145,16 @@ def test_set_extends_a_finished_run_resumed_from_its_state_alone(workspace, tmp_
     assert f"esrforge train: error: {state}: train.iterations: expected a whole number, got 'zero'" in capsys.readouterr().err
 
 
+def test_resuming_says_which_config_values_changed(workspace, tmp_path, capsys):
+    cfg = CONFIGS / "compact_x4.yml"
+    o = tiny_overrides("steer", workspace, cfg, iterations=4) + ["train.checkpoint_every=100"]
+    assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True, on_iteration=interrupt_at(2)) == 130
+    capsys.readouterr()
+    assert train(cfg, runs_dir=tmp_path, overrides=o + ["train.iterations=5", "optim.generator.lr=5e-5"], resume=True) == 0
+    err = capsys.readouterr().err
+    assert "config changes since the state was saved: optim.generator.lr: 0.0002 -> 5e-05; train.iterations: 4 -> 5" in err
+
+
 def test_a_missing_state_file_is_named_as_such(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path / "nope.state"), "-q"]) == 1
     assert capsys.readouterr().err.strip() == (

@@ -930,6 +930,13 @@ def _any_stop(run: Run) -> bool:
     return bool(t.item())
 
 
+def config_changes(old: Any, new: Any, path: str = "") -> list[str]:
+    """`key: old -> new` for each value that differs between two resolved configs."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [c for k in dict.fromkeys([*old, *new]) for c in config_changes(old.get(k), new.get(k), f"{path}.{k}" if path else str(k))]
+    return [] if old == new else [f"{path}: {old!r} -> {new!r}"]
+
+
 def train(
     config: Path | None,
     *,
@@ -967,6 +974,9 @@ def train(
         restore(run, state, str(state_path))
         if not quiet:
             print(f"resumed at iteration {run.iteration} (epoch {run.epoch})", file=sys.stderr)
+            changes = config_changes(state["config"], to_dict(cfg))
+            if changes and run.main:  # the run is steered by them from here on: say which
+                print(f"config changes since the state was saved: {'; '.join(changes)}", file=sys.stderr)
     try:
         return fit(run, quiet=quiet, on_iteration=on_iteration)
     finally:
