@@ -5,9 +5,10 @@ from torch.nn import functional as F
 from esrforge.archs.discriminators import DISCRIMINATORS, VGGStyleDiscriminator, build_discriminator
 
 
-# BasicSR's VGGStyleDiscriminator keys for num_feat nf (input 128): name -> shape
-def _basicsr_vgg_shapes(nf: int, in_ch: int = 3) -> dict[str, tuple[int, ...]]:
-    chans = [nf, nf * 2, nf * 4, nf * 8, nf * 8]
+# BasicSR's VGGStyleDiscriminator keys for num_feat nf (input_size 128, or 256 with a sixth
+# stage conv5_0 ... bn5_1): name -> shape
+def _basicsr_vgg_shapes(nf: int, in_ch: int = 3, input_size: int = 128) -> dict[str, tuple[int, ...]]:
+    chans = [nf, nf * 2, nf * 4, nf * 8, nf * 8] + ([nf * 8] if input_size == 256 else [])
     shapes: dict[str, tuple[int, ...]] = {"conv0_0.weight": (nf, in_ch, 3, 3), "conv0_0.bias": (nf,)}
     prev = in_ch
     for i, c in enumerate(chans):
@@ -40,12 +41,21 @@ def test_vgg_style_has_exactly_basicsr_keys_and_loads_strict():
     fresh.load_state_dict(d.state_dict(), strict=True)
 
 
-def test_vgg_style_pool_is_identity_at_128():
-    d = build_discriminator("vgg", num_feat=4).eval()
+def test_vgg_style_at_256_has_basicsr_sixth_stage():
+    """BasicSR's 256 px discriminator files (input_size: 256) load strict and see 4x4 at the end."""
+    d = build_discriminator("vgg", num_feat=4, input_size=256)
+    assert {k: tuple(v.shape) for k, v in d.state_dict().items()} == _basicsr_vgg_shapes(4, input_size=256)
+    assert d(torch.rand(2, 3, 256, 256)).shape == (2, 1)
+    assert build_discriminator("vgg", num_feat=4, input_size=192).stages == 5
+
+
+@pytest.mark.parametrize("size, last", [(128, "bn4_1"), (256, "bn5_1")])
+def test_vgg_style_pool_is_identity_at_basicsr_sizes(size, last):
+    d = build_discriminator("vgg", num_feat=4, input_size=size).eval()
     seen = {}
-    d.bn4_1.register_forward_hook(lambda m, i, o: seen.__setitem__("bn", o.clone()))
+    getattr(d, last).register_forward_hook(lambda m, i, o: seen.__setitem__("bn", o.clone()))
     d.linear1.register_forward_hook(lambda m, i, o: seen.__setitem__("lin_in", i[0]))
-    d(torch.rand(2, 3, 128, 128))
+    d(torch.rand(2, 3, size, size))
     assert seen["bn"].shape[-2:] == (4, 4)
     # what BasicSR feeds linear1 at 128 px: the activated 4x4 map, flattened
     assert torch.equal(seen["lin_in"], F.leaky_relu(seen["bn"], 0.2).flatten(1))

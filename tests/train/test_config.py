@@ -43,6 +43,13 @@ def test_esrgan_gan_config_is_the_published_recipe():
     assert cfg.losses.pixel.weight == 0.01 and cfg.schedule.milestones == [50000, 100000, 200000, 300000]
 
 
+@pytest.mark.parametrize("name", ["esrgan_psnr_x4", "esrgan_gan_x4", "realesrnet_x4", "realesrgan_x4"])
+def test_published_recipes_keep_basicsr_fixed_ema_decay(name):
+    """BasicSR's model_ema applies 0.999 from the first step; esrforge's warmup is its own default."""
+    cfg = load_config(next(p for p in CONFIGS if p.stem == name))
+    assert cfg.train.ema == 0.999 and cfg.train.ema_warmup is False
+
+
 def _minimal(**extra):
     return {"name": "t", "scale": 4, "data": {"train": {"hr": "x"}}, "generator": {"arch": "compact"}} | extra
 

@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import re
 import signal
@@ -274,6 +275,25 @@ def test_startup_line_says_what_auto_resolved_to(workspace, tmp_path, capsys, se
     assert "hello: cpu x 1 process(es), precision fp32, channels_last " + shown + ", 4 training image(s)" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("cfg_name, forwards", [("realesrgan_x4", 3), ("esrgan_gan_x4", 4)])
+def test_the_discriminator_sees_hr_in_the_generator_step_only_when_the_loss_uses_it(workspace, tmp_path, cfg_name, forwards):
+    """Real-ESRGAN's plain GAN loss needs D(SR) only: G step 1 forward, D step 2. The relativistic
+    loss (ESRGAN) also compares with D(HR): 4. An unused D(HR) cost a forward and, with spectral
+    norm, an extra power iteration per step."""
+    cfg = CONFIGS / f"{cfg_name}.yml"
+    counts = []
+
+    def count(run):
+        if run.iteration == 1:
+            run.net_d.register_forward_hook(lambda *_: counts.append(1))
+        elif run.iteration == 2:
+            counts.append(None)
+
+    o = tiny_overrides("dfw", workspace, cfg, iterations=2) + ["data.val=null"]
+    assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True, on_iteration=count) == 0
+    assert counts.index(None) == forwards
+
+
 def test_a_log_file_gets_plain_progress_lines_not_a_bar(workspace, tmp_path, capsys):
     """Under nohup or a cluster job stderr is a file: one line per log_every iterations, no \\r."""
     cfg = CONFIGS / "compact_x4.yml"
@@ -473,9 +493,18 @@ def test_each_process_needs_a_full_batch(workspace, tmp_path, monkeypatch):
 def test_lr_schedules():
     ms = Schedule(type="multistep", milestones=[2, 4], gamma=0.5)
     assert [lr_factor(ms, i) for i in range(6)] == [1, 1, 0.5, 0.5, 0.25, 0.25]
-    cos = Schedule(type="cosine_restarts", periods=[4, 4], restart_weights=[1, 0.5], eta_min=0.0)
-    f = [lr_factor(cos, i) for i in range(8)]
-    assert f[0] == 1 and f[2] == pytest.approx(0.5) and f[4] == 0.5 and f[6] == pytest.approx(0.25)
+    cos = Schedule(type="cosine_restarts", periods=[4, 4], restart_weights=[1, 0.5], eta_min=0.1)
+    f = [lr_factor(cos, i) for i in range(9)]
+
+    def basicsr(it, base=1.0, eta=0.1, periods=(4, 4), weights=(1, 0.5)):
+        """CosineAnnealingRestartLR.get_lr with last_epoch = it, transcribed (eta_min absolute)."""
+        cumulative = [sum(periods[: i + 1]) for i in range(len(periods))]
+        idx = next(i for i, c in enumerate(cumulative) if it <= c)
+        restart = 0 if idx == 0 else cumulative[idx - 1]
+        return eta + weights[idx] * 0.5 * (base - eta) * (1 + math.cos(math.pi * (it - restart) / periods[idx]))
+
+    assert f == pytest.approx([basicsr(i) for i in range(9)], abs=1e-12)
+    assert f[0] == 1 and f[4] == pytest.approx(0.1) and f[8] == pytest.approx(0.1)  # the restart's own iteration: eta_min
     warm = Schedule(type="constant", warmup=4)
     assert [lr_factor(warm, i) for i in range(5)] == [0.25, 0.5, 0.75, 1, 1]
 

@@ -30,16 +30,19 @@ def _identity(m: nn.Module) -> nn.Module:
 class VGGStyleDiscriminator(nn.Module):
     """ESRGAN's discriminator, with BasicSR's key names (conv0_0 ... bn4_1, linear1, linear2).
 
-    Five stages of (3x3 conv, 4x4 stride-2 conv), BatchNorm on all but the first conv, LeakyReLU
-    0.2; channels nf, 2nf, 4nf, 8nf, 8nf; then linear 100 and linear 1. BasicSR fixes the input at
-    128 px; here an adaptive average pool to 4x4 before the linear layers takes any input of 32 px
-    or more. At 128 px the five stride-2 stages already leave 4x4, so the pool is the identity and
-    BasicSR's 128 px weights load (strict) and compute exactly what they did there.
+    Stages of (3x3 conv, 4x4 stride-2 conv), BatchNorm on all but the first conv, LeakyReLU 0.2;
+    channels nf, 2nf, 4nf, 8nf, 8nf; then linear 100 and linear 1. BasicSR takes 128 px inputs
+    with five stages and 256 px with a sixth (conv5_0 ... bn5_1, 8nf); `input_size` (the
+    training crop) picks the same: five below 256, six from 256. An adaptive average pool to 4x4
+    before the linear layers then takes any input of 32 px or more. At 128 and 256 px the
+    stride-2 stages already leave 4x4, so the pool is the identity and BasicSR's weights load
+    (strict) and compute exactly what they did there.
     """
 
-    def __init__(self, *, in_ch: int = 3, num_feat: int = 64) -> None:
+    def __init__(self, *, in_ch: int = 3, num_feat: int = 64, input_size: int = 128) -> None:
         super().__init__()
-        chans = [num_feat, num_feat * 2, num_feat * 4, num_feat * 8, num_feat * 8]
+        chans = [num_feat, num_feat * 2, num_feat * 4, num_feat * 8, num_feat * 8] + ([num_feat * 8] if input_size >= 256 else [])
+        self.stages = len(chans)
         prev = in_ch
         for i, c in enumerate(chans):
             # Only conv0_0 has a bias: every other conv is followed by BatchNorm (BasicSR layout).
@@ -55,7 +58,7 @@ class VGGStyleDiscriminator(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if min(x.shape[-2:]) < 32:
             raise ValueError(f"VGG-style discriminator needs inputs of at least 32 px, got {tuple(x.shape[-2:])}")
-        for i in range(5):
+        for i in range(self.stages):
             x = getattr(self, f"conv{i}_0")(x)
             x = _lrelu(getattr(self, f"bn{i}_0")(x) if i > 0 else x)
             x = _lrelu(getattr(self, f"bn{i}_1")(getattr(self, f"conv{i}_1")(x)))

@@ -53,8 +53,13 @@ class GANLoss(nn.Module):
             return (self._crit(r - f.detach().mean(), real=True) + self._crit(f - r.detach().mean(), real=False)) / 2
         return self._crit(r, real=True) + self._crit(f, real=False)
 
-    def generator_loss(self, real_logits: Logits, fake_logits: Logits) -> Tensor:
-        """real_logits: D(HR) (detached here), fake_logits: D(SR) with gradients to the generator."""
+    def generator_loss(self, real_logits: Logits | None, fake_logits: Logits) -> Tensor:
+        """real_logits: D(HR) (detached here), fake_logits: D(SR) with gradients to the generator.
+        Only the relativistic form needs D(HR); otherwise real_logits may be None (a D forward saved)."""
+        if real_logits is None:
+            if self.relativistic:
+                raise ValueError("the relativistic generator loss needs the discriminator's logits for HR")
+            real_logits = fake_logits  # unused by the plain forms
         pairs = _pairs(real_logits, fake_logits)
         return self.weight * sum(self._g_one(r, f) for r, f in pairs) / len(pairs)
 

@@ -115,8 +115,9 @@ class DiscriminatorCfg:
     def check(self) -> Problems:
         return _foreign(self, _DISC_KEYS[self.arch], f"{self.arch} discriminator hyperparameter")
 
-    def hparams(self, in_ch: int) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in _DISC_KEYS[self.arch] if getattr(self, k) is not None} | {"in_ch": in_ch}
+    def hparams(self, in_ch: int, hr_size: int) -> dict[str, Any]:
+        extra = {"input_size": hr_size} if self.arch == "vgg" else {}  # BasicSR's 128 / 256 px layouts
+        return {k: getattr(self, k) for k in _DISC_KEYS[self.arch] if getattr(self, k) is not None} | {"in_ch": in_ch} | extra
 
 
 @dataclass

@@ -286,7 +286,9 @@ def setup(cfg: TrainConfig, run_dir: Path, log: Callable[[str], None] = print, *
         from esrforge.archs.discriminators import build_discriminator
         from esrforge.losses.gan import GANLoss
 
-        net_d = build_discriminator(cfg.discriminator.arch, **cfg.discriminator.hparams(cfg.generator.out_ch)).to(device)
+        net_d = build_discriminator(
+            cfg.discriminator.arch, **cfg.discriminator.hparams(cfg.generator.out_ch, cfg.data.train.hr_size)
+        ).to(device)
         losses["gan"] = GANLoss(cfg.losses.gan.type, relativistic=cfg.losses.gan.relativistic, weight=cfg.losses.gan.weight)
         if cfg.losses.feature_matching is not None:
             losses["feature_matching"] = FeatureMatchingLoss(cfg.losses.feature_matching.weight)
@@ -364,12 +366,15 @@ def lr_factor(s: Schedule, it: int) -> float:
     if s.type == "multistep":
         f = s.gamma ** sum(1 for m in s.milestones if it >= m)
     elif s.type == "cosine_restarts":
+        # BasicSR's CosineAnnealingRestartLR, with `it` as its last_epoch: a cycle covers
+        # (start, start + period] (the first one [0, period]), so the restart's own iteration is
+        # still at eta_min, and a restart weight scales the span above eta_min.
         start = 0
         weights = s.restart_weights or [1.0] * len(s.periods)
         for period, w in zip(s.periods, weights):
-            if it < start + period:
+            if it <= start + period:
                 t = (it - start) / period
-                return _warm(s, it) * (s.eta_min + (w - s.eta_min) * 0.5 * (1 + math.cos(math.pi * t)))
+                return _warm(s, it) * (s.eta_min + w * (1 - s.eta_min) * 0.5 * (1 + math.cos(math.pi * t)))
             start += period
         f = s.eta_min
     return _warm(s, it) * f
@@ -478,9 +483,11 @@ def train_step(run: Run, micro_batches: list[dict[str, Any]]) -> dict[str, float
                 parts["perceptual"] = run.losses["perceptual"](sr.float(), target)
             if use_d:
                 fm = run.losses.get("feature_matching")
-                with discriminator_features(run.net_d, enabled=fm is not None) as real_feats:
-                    real = run.net_d(hr)
-                real = [r.detach() for r in real] if isinstance(real, list) else real.detach()
+                real = None  # D(HR) only where the loss uses it: Real-ESRGAN's plain GAN loss does not
+                if run.losses["gan"].relativistic or fm is not None:
+                    with discriminator_features(run.net_d, enabled=fm is not None) as real_feats:
+                        real = run.net_d(hr)
+                    real = [r.detach() for r in real] if isinstance(real, list) else real.detach()
                 with discriminator_features(run.net_d, enabled=fm is not None) as fake_feats:
                     fake = run.net_d(sr)
                 parts["gan_g"] = run.losses["gan"].generator_loss(real, fake)
