@@ -678,3 +678,15 @@ def test_apply_orientation_all_eight_are_inverse_of_exif_transforms() -> None:
     u = np.arange(2 * 3).reshape(2, 3)
     for o, store in STORED.items():
         np.testing.assert_array_equal(apply_orientation(store(u), o), u, err_msg=f"orientation {o}")
+
+
+@pytest.mark.parametrize("img", [np.zeros((4, 4, 3)), np.zeros((4, 4, 3), np.int64), [[1, 2]]], ids=["float64", "int64", "list"])
+def test_write_refuses_sample_types_it_cannot_store_in_one_line(tmp_path: Path, img) -> None:
+    with pytest.raises(ImageError, match="cannot write .*; give H x W \\(x C\\) uint8, uint16, or float32 in \\[0, 1\\]"):
+        write_image(tmp_path / "x.png", img)
+    assert not list(tmp_path.iterdir())
+
+
+def test_writing_float_samples_outside_0_1_warns(tmp_path: Path) -> None:
+    with pytest.warns(UserWarning, match="x.png: float samples range from 0 to 200"):
+        write_image(tmp_path / "x.png", np.linspace(0, 200, 48, dtype=np.float32).reshape(4, 4, 3))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from esrforge.infer.upscale import upscale_image
-    from esrforge.modelio import load_model
+    from esrforge.modelio import load_model, save_model
 
 # Importing the package stays cheap (no torch) until an API function is used.
 _LAZY = {"load_model": "esrforge.modelio", "upscale_image": "esrforge.infer.upscale", "save_model": "esrforge.modelio"}
@@ -20,6 +20,10 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'esrforge' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])  # the lazy API shows up in completion too
 
 
 __all__ = ["__version__", "load_model", "save_model", "upscale_image"]

@@ -602,6 +602,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-")), "")  # named even for a Ctrl-C while parsing
     # Everything inside the try, imports too: Ctrl-C while torch and OpenCV load is common.
     try:
+        if not argv:  # `esrforge` alone: the commands, not just "COMMAND is required"
+            build_parser().print_help(sys.stderr)
+            return 2
         args = vars(build_parser().parse_args(argv))
         command = args.pop("command")
         func = {

@@ -61,7 +61,7 @@ def float_range_note(img: np.ndarray) -> str | None:
     lo, hi = (float(img[finite].min()), float(img[finite].max())) if bad < img.size else (0.0, 0.0)
     notes = []
     if lo < 0 or hi > 1:
-        notes.append(f"float samples range from {lo:g} to {hi:g}; models take 0..1, so the rest is clipped")
+        notes.append(f"float samples range from {lo:g} to {hi:g}; esrforge works in 0..1, so the rest is clipped")
     if bad:
         notes.append(f"{bad} NaN/inf sample(s) set to 0")
     return "; ".join(notes) or None
@@ -149,6 +149,12 @@ def write_image(path: str | os.PathLike[str], img: np.ndarray, *, quality: int =
     ext = path.suffix.lower()
     if ext not in IMAGE_SUFFIXES:
         raise ImageError(f"{path}: unknown image format {ext or '(no extension)'}")
+    if not isinstance(img, np.ndarray) or img.dtype not in (np.uint8, np.uint16, np.float32) or img.ndim not in (2, 3):
+        what = f"{img.dtype} samples of shape {img.shape}" if isinstance(img, np.ndarray) else type(img).__name__
+        raise ImageError(f"{path}: cannot write {what}; give H x W (x C) uint8, uint16, or float32 in [0, 1]")
+    note = float_range_note(img)
+    if note:  # a float image in 0..255 would come out nearly white
+        warnings.warn(f"{path}: {note}", stacklevel=2)
     channels = 1 if img.ndim == 2 else img.shape[2]
     if channels in (2, 4) and ext in NO_ALPHA_SUFFIXES:
         raise ImageError(f"{path}: {ext} cannot store an alpha channel; use png, webp or tiff")

@@ -337,8 +337,43 @@ def test_float_input_outside_0_1_or_nan_is_clipped_and_does_not_spread():
     img = photo_like(20, 24).astype(np.float32) / 255
     bad = img.copy()
     bad[3, 4, 0], bad[10, 10, 2], bad[0, 0, 1] = np.nan, 7.0, -2.0
-    out = upscale_image(bad, lm, tile=0, precision="fp32")
+    with pytest.warns(UserWarning, match="float samples range from -2 to 7; esrforge works in 0..1, so the rest is clipped; 1 NaN"):
+        out = upscale_image(bad, lm, tile=0, precision="fp32")
     fixed = bad.copy()
     fixed[3, 4, 0], fixed[10, 10, 2], fixed[0, 0, 1] = 0.0, 1.0, 0.0
     np.testing.assert_array_equal(out, upscale_image(fixed, lm, tile=0, precision="fp32"))
     assert np.isfinite(out).all()
+
+
+def test_a_module_built_in_code_upscales_as_itself_and_is_left_as_it_was():
+    """upscale_image takes an RRDBNet / SRVGGNetCompact module directly (a leakyrelu compact too,
+    which a state dict cannot describe), and neither its layout nor its mode is changed."""
+    from esrforge.archs import SRVGGNetCompact
+
+    m = SRVGGNetCompact(num_feat=4, num_conv=1, scale=2, activation="leakyrelu").train()
+    before = {k: (v.clone(), v.stride()) for k, v in m.state_dict().items()}
+    img = photo_like(12, 16)
+    out = upscale_image(img, m, precision="fp32", tile=0)
+    with torch.no_grad():
+        ref = m.eval()(torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255).clamp(0, 1)
+    m.train()
+    np.testing.assert_array_equal(out, (ref[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    assert m.training and all(torch.equal(v, before[k][0]) and v.stride() == before[k][1] for k, v in m.state_dict().items())
+
+
+def test_wrong_model_and_image_types_are_named():
+    img = photo_like(8, 8)
+    with pytest.raises(TypeError, match="got a state dict \\(use esrforge.modelio.from_state_dict\\(unwrap\\(sd\\)\\)\\)"):
+        upscale_image(img, tiny_compact(2).state_dict())
+    with pytest.raises(TypeError, match="a model must be a LoadedModel .* got int"):
+        upscale_image(img, 5)
+    with pytest.raises(TypeError, match="expected a numpy image \\(H x W or H x W x C\\), got list"):
+        upscale_image([[1, 2]], tiny_compact(2))
+    with pytest.raises(ValueError, match="tile must be"):
+        Upscaler(tiny_compact(2), tile=True)
+    assert upscale_image(img, "photo_x4", precision="fp32").shape == (32, 32, 3)  # a bundled name or a path
+
+
+def test_float_input_out_of_range_warns():
+    with pytest.warns(UserWarning, match="the image's float samples range from 0 to 254; esrforge works in 0..1"):
+        upscale_image(np.linspace(0, 254, 8 * 8 * 3, dtype=np.float32).reshape(8, 8, 3), tiny_compact(2), precision="fp32")

@@ -153,6 +153,30 @@ def test_pickle_with_code_is_refused_and_not_run(tmp_path):
     assert not marker.exists()
 
 
+def test_whole_pickled_models_and_other_formats_are_named(tmp_path):
+    """What people pass as a model besides weights: torch.save(model), ONNX, NCNN, a zip of a .pth."""
+    torch.save(tiny_rrdb(), tmp_path / "whole.pth")
+    (tmp_path / "m.onnx").write_bytes(b"\x08\x07\x12\x07pytorch\x1a\x052.1.0")  # an ONNX protobuf's first fields
+    (tmp_path / "m.param").write_text("7767517\n3 3\nInput data 0 1 data\n")
+    (tmp_path / "m.bin").write_bytes(bytes(64))
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "m.zip", "w") as z:
+        z.writestr("RealESRGAN_x4plus.pth", b"x")
+    says = {
+        "whole.pth": "refused: it holds a whole pickled Python object (esrforge.archs.rrdbnet.RRDBNet), not only tensors",
+        "m.onnx": "an ONNX model; esrforge reads PyTorch (.pth, .pt, .ckpt) and .safetensors model files",
+        "m.param": "not a model file: it is an NCNN model's .param file",
+        "m.bin": "an NCNN model's weights",
+        "m.zip": "a zip archive, not a model file (RealESRGAN_x4plus.pth); extract the model from it",
+    }
+    for name, text in says.items():
+        with pytest.raises(ModelFileError) as e:
+            load_model(tmp_path / name)
+        assert str(e.value).startswith(f"{tmp_path / name}: {text}") or f"{tmp_path / name}: {text}" in str(e.value), name
+        assert "\n" not in str(e.value) and "add_safe_globals" not in str(e.value)
+
+
 @pytest.mark.parametrize("name", ["m.pth", "m.safetensors"])
 def test_truncated_file_gets_one_line_error(tmp_path, name):
     p = tmp_path / name

@@ -156,6 +156,15 @@ def test_resuming_says_which_config_values_changed(workspace, tmp_path, capsys):
     assert "config changes since the state was saved: optim.generator.lr: 0.0002 -> 5e-05; train.iterations: 4 -> 5" in err
 
 
+def test_train_takes_what_load_config_returns(workspace, tmp_path):
+    from esrforge.train.config import load_config
+
+    cfg = CONFIGS / "compact_x4.yml"
+    loaded = load_config(cfg, tiny_overrides("typed", workspace, cfg, iterations=1))
+    assert train(loaded, runs_dir=tmp_path, quiet=True) == 0
+    assert (tmp_path / "typed" / "training_states" / "1.state").exists()
+
+
 def test_a_missing_state_file_is_named_as_such(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path / "nope.state"), "-q"]) == 1
     assert capsys.readouterr().err.strip() == (

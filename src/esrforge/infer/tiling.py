@@ -84,10 +84,9 @@ class TileRunner:
 
     def __init__(self, module: nn.Module, desc: ModelDescriptor, device: torch.device, dtype: torch.dtype) -> None:
         self.desc, self.device, self.dtype = desc, device, dtype
-        first = next(module.parameters(), None)
-        if first is not None and first.device != device:
-            module = copy.deepcopy(module)  # leave the caller's CPU copy where it is
-        self.module = module.to(device).eval()
+        # A copy: channels_last, eval mode and the move to the device would otherwise change the
+        # caller's module in place (its weights no longer contiguous, a training module in eval).
+        self.module = copy.deepcopy(module).to(device).eval()
         # channels_last lets oneDNN/cuDNN pick their fast convolution kernels on CPU and CUDA.
         if device.type in ("cpu", "cuda"):
             self.module = self.module.to(memory_format=torch.channels_last)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Sequence
+from typing import Union
 
 import cv2
 import numpy as np
@@ -13,7 +15,7 @@ import torch
 from esrforge.images import float_range_note
 from esrforge.infer.device import auto_tile, resolve_device, resolve_precision, slow_precision_note
 from esrforge.infer.tiling import DEFAULT_MARGIN, Progress, Region, TileRunner, upscale_tiled, working_set_per_px
-from esrforge.modelio.detect import LoadedModel
+from esrforge.modelio.detect import LoadedModel, describe
 
 SEAMLESS_MODES = {"tile": "wrap", "mirror": "reflect", "replicate": "edge"}
 
@@ -106,6 +108,33 @@ def _maxval(dtype: np.dtype) -> float:
     return float(np.iinfo(dtype).max) if dtype.kind == "u" else 1.0
 
 
+# What `Upscaler` and `upscale_image` take as a model (see `as_loaded`).
+ModelLike = Union[LoadedModel, str, "os.PathLike[str]", torch.nn.Module]
+
+
+def as_loaded(model: object) -> LoadedModel:
+    """What `Upscaler` and `upscale_image` take as a model: a LoadedModel (from `load_model`), a
+    model file's path or a bundled model's name, or an RRDBNet / SRVGGNetCompact module built in
+    code (its own hyperparameters describe it)."""
+    from esrforge.archs import ARCHS
+
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        from esrforge.modelio import load_model
+
+        return load_model(model)
+    arch = next((name for name, cls in ARCHS.items() if type(model) is cls), None)
+    if arch is not None:
+        assert isinstance(model, torch.nn.Module)
+        return LoadedModel(model, describe(arch, "basicsr", model.hparams(), model, f"<{type(model).__name__}>"))
+    what = "a state dict (use esrforge.modelio.from_state_dict(unwrap(sd)))" if isinstance(model, dict) else type(model).__name__
+    raise TypeError(
+        f"a model must be a LoadedModel (esrforge.load_model), a model file or bundled name, or an RRDBNet / "
+        f"SRVGGNetCompact module; got {what}"
+    )
+
+
 class Upscaler:
     """Runs one model or a chain of models over images, tiled, on one device.
 
@@ -118,7 +147,7 @@ class Upscaler:
 
     def __init__(
         self,
-        models: LoadedModel | Sequence[LoadedModel],
+        models: ModelLike | Sequence[ModelLike],
         *,
         device: str | torch.device = "auto",
         precision: str = "auto",
@@ -127,7 +156,7 @@ class Upscaler:
         seamless: str | None = None,
         outscale: float | None = None,
     ) -> None:
-        self.models = [models] if isinstance(models, LoadedModel) else list(models)
+        self.models = [as_loaded(m) for m in ([models] if not isinstance(models, (list, tuple)) else models)]
         if not self.models:
             raise ValueError("no model given")
         # RGBA models (4 channels in and out) see the alpha with the colour; every other model gets
@@ -141,7 +170,7 @@ class Upscaler:
         note = slow_precision_note(resolve_precision(precision, self.device), self.device)  # refuses a bad name now
         if note:
             warnings.warn(note, stacklevel=2)
-        if tile != "auto" and (not isinstance(tile, int) or tile < 0):
+        if tile != "auto" and (not isinstance(tile, int) or isinstance(tile, bool) or tile < 0):
             raise ValueError(f"tile must be 'auto', 0 or a positive size, got {tile!r}")
         self.tile, self.margin = tile, margin
         if seamless is not None and seamless not in SEAMLESS_MODES:
@@ -224,6 +253,9 @@ class Upscaler:
         """Upscale an H x W (x C) uint8, uint16 or float32 ([0, 1]) image; same dtype out.
 
         C is 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA); alpha is upscaled on its own."""
+        if not isinstance(img, np.ndarray):
+            raise TypeError(f"expected a numpy image (H x W or H x W x C), got {type(img).__name__}; "
+                            "esrforge.images.read_image reads files")
         if img.ndim == 2:
             return self.upscale(img[:, :, None], progress)[:, :, 0]
         if img.ndim != 3 or img.shape[2] not in (1, 2, 3, 4):
@@ -232,8 +264,10 @@ class Upscaler:
             raise ValueError(f"expected uint8, uint16 or float32 samples, got {img.dtype}")
         if min(img.shape[:2]) < 1:
             raise ValueError(f"empty image {img.shape}")
-        if img.dtype == np.float32 and float_range_note(img) is not None:
+        note = float_range_note(img)
+        if note is not None:
             # Models take [0, 1]; a NaN would spread over every output pixel it reaches.
+            warnings.warn(f"the image's {note}", stacklevel=2)
             img = np.nan_to_num(np.clip(img, 0, 1), nan=0.0)
         dtype = resolve_precision(self.precision, self.device, high_bit_depth=img.dtype != np.uint8)
         if self.rgba:
@@ -301,7 +335,7 @@ class Upscaler:
 
 def upscale_image(
     img: np.ndarray,
-    model: LoadedModel | Sequence[LoadedModel],
+    model: ModelLike | Sequence[ModelLike],
     *,
     device: str = "auto",
     precision: str = "auto",
@@ -309,5 +343,8 @@ def upscale_image(
     seamless: str | None = None,
     outscale: float | None = None,
 ) -> np.ndarray:
-    """Upscale one numpy image with a loaded model (or a chain); see `Upscaler`."""
+    """Upscale one numpy image with a model (or a chain); see `Upscaler` and `as_loaded`.
+
+    Each call prepares the model for the device anew: for many images (a folder, video frames)
+    make one `Upscaler` and call its `upscale` for each."""
     return Upscaler(model, device=device, precision=precision, tile=tile, seamless=seamless, outscale=outscale).upscale(img)

@@ -88,7 +88,7 @@ def _looks_like(sd: StateDict) -> str | None:
     if any(re.match(r"^(net_d|discriminator|netD)\.", k) for k in keys):
         return "a discriminator"
     if any(".attn." in k or "layers.0.residual_group" in k for k in keys):
-        return "a transformer SR model (SwinIR/HAT family), not an ESRGAN-family model"
+        return "a transformer SR model (SwinIR/HAT family)"
     return None
 
 

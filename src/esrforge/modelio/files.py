@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -42,12 +43,29 @@ def read_raw(path: str | os.PathLike[str]) -> tuple[Any, dict[str, str]]:
         return _read_safetensors(path)  # by content: community files are sometimes misnamed
     if kind not in ("torch", None):
         raise ModelFileError(f"{path}: not a model file: it is {kind}")
+    if kind is None and path.suffix.lower() == ".onnx":
+        raise ModelFileError(f"{path}: an ONNX model; esrforge reads PyTorch (.pth, .pt, .ckpt) and .safetensors model files")
+    if kind is None and path.suffix.lower() == ".bin" and path.with_suffix(".param").exists():
+        raise ModelFileError(f"{path}: an NCNN model's weights; esrforge reads the PyTorch (.pth) or .safetensors release of a model")
+    if kind == "torch" and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+        if not any(n.endswith("data.pkl") for n in names):  # torch's zips hold <name>/data.pkl
+            inside = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+            raise ModelFileError(f"{path}: a zip archive, not a model file ({inside}); extract the model from it")
     try:
         with open(path, "rb") as f:  # a file object: torch.load dispatches on a ".safetensors" name
             obj = torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         why, msg = _torch_reason(e), str(e)
         # An unknown opcode in a real pickle is code (INST, OBJ); in anything else, just bytes.
+        name = re.search(r"GLOBAL ([\w.]+)", msg)
+        if name and name.group(1).rsplit(".", 1)[-1][:1].isupper():  # a class: torch.save(model), not (model.state_dict())
+            raise ModelFileError(
+                f"{path}: refused: it holds a whole pickled Python object ({name.group(1)}), not only tensors, and "
+                "loading it would run that class's code (weights_only=True; nothing from it was run); "
+                "where it was made, save model.state_dict() instead"
+            ) from None
         if "GLOBAL" in msg or "Unsupported global" in msg or (kind == "torch" and "Unsupported operand" in msg):
             raise ModelFileError(
                 f"{path}: refused: the file contains pickled code or objects, not only tensors "
@@ -65,6 +83,7 @@ _NOT_MODELS = (
     (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
     (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"), (b"BM", "a BMP image"), (b"\x1f\x8b", "gzip data"),
     (b"7z\xbc\xaf", "a 7-Zip archive"), (b"Rar!", "a RAR archive"), (b"<", "a text/HTML file (a download page?)"),
+    (b"7767517", "an NCNN model's .param file; esrforge reads the PyTorch (.pth) or .safetensors release of a model"),
 )
 
 

@@ -945,7 +945,7 @@ def config_changes(old: Any, new: Any, path: str = "") -> list[str]:
 
 
 def train(
-    config: Path | None,
+    config: Path | str | dict[str, Any] | TrainConfig | None,
     *,
     runs_dir: Path | None = None,
     resume: Path | bool = False,
@@ -953,7 +953,11 @@ def train(
     quiet: bool = False,
     on_iteration: Callable[[Run], None] | None = None,
 ) -> int:
-    """`esrforge train`: start or resume a run. Returns the exit code."""
+    """`esrforge train`: start or resume a run. Returns the exit code.
+
+    `config`: a YAML file, a dict of config data, or a TrainConfig from `load_config`."""
+    if isinstance(config, TrainConfig):
+        config = to_dict(config)
     state, state_path = None, None
     if isinstance(resume, Path):
         state, state_path = read_state(resume), resume
