@@ -690,3 +690,21 @@ def test_write_refuses_sample_types_it_cannot_store_in_one_line(tmp_path: Path, 
 def test_writing_float_samples_outside_0_1_warns(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="x.png: float samples range from 0 to 200"):
         write_image(tmp_path / "x.png", np.linspace(0, 200, 48, dtype=np.float32).reshape(4, 4, 3))
+
+
+def test_image_io_is_light_and_leaves_opencv_settings_alone(tmp_path: Path) -> None:
+    """An embedding program importing esrforge.images gets neither torch nor a changed OpenCV log
+    level; the esrforge command silences OpenCV's own lines, as it names each bad file itself."""
+    import subprocess
+    import sys
+
+    probe = "import cv2, sys; before = cv2.utils.logging.getLogLevel(); import esrforge.images; " \
+            "print('torch' in sys.modules, cv2.utils.logging.getLogLevel() == before)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "True"]
+    good = cv2.imencode(".png", photo_like(16, 16))[1].tobytes()
+    (tmp_path / "cut.png").write_bytes(good[: len(good) // 2])
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OPENCV_LOG_LEVEL"}
+    run = subprocess.run([sys.executable, "-m", "esrforge", "upscale", str(tmp_path / "cut.png"), "-o", str(tmp_path / "o.png"),
+                          "-m", "photo_x4", "-q"], capture_output=True, text=True, env=env)
+    assert run.returncode == 1 and run.stderr.strip() == f"error: {tmp_path / 'cut.png'}: not a readable image (corrupt or unsupported format)"

@@ -607,6 +607,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         args = vars(build_parser().parse_args(argv))
         command = args.pop("command")
+        if "OPENCV_LOG_LEVEL" not in os.environ:
+            # OpenCV logs its own "[ WARN:0@5.4] ... PNG input buffer is incomplete" lines; the
+            # commands report each unreadable file themselves, in one line that names it. (Only
+            # here: a library import must not change an embedding program's OpenCV settings.)
+            import cv2
+
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
         func = {
             "upscale": upscale, "degrade": degrade, "train": train, "plot": plot, "metrics": metrics,
             "models": models, "info": info, "convert": convert, "interpolate": interpolate,

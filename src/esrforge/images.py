@@ -19,12 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from esrforge.modelio.files import atomic_save
-
-if "OPENCV_LOG_LEVEL" not in os.environ and hasattr(cv2, "utils"):
-    # OpenCV logs its own "[ WARN:0@5.4] ... PNG input buffer is incomplete" lines; esrforge
-    # reports each unreadable file itself, in one line that names it.
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+from esrforge.fileio import atomic_save
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tiff"}

@@ -157,3 +157,11 @@ def test_one_channel_from_colour_is_bt601_luma(tmp_path):
 
     rgb = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255]]], np.uint8)
     np.testing.assert_allclose(to_tensor(rgb, 1)[0, 0].numpy(), [0.299, 0.587, 0.114], atol=1e-6)
+
+
+def test_one_folder_and_a_preset_name_are_accepted_as_such(tmp_path):
+    make_pairs(tmp_path)
+    ds = SRDataset(str(tmp_path / "hr"), scale=4, hr_size=16, pipeline="bicubic")
+    assert len(ds) == 3 and ds[0]["lr"].shape == (3, 4, 4)
+    paired = SRDataset(tmp_path / "hr", lr_roots=tmp_path / "lr", scale=4, hr_size=16)
+    assert all(s.lr is not None for s in paired.samples)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from esrforge.data.pipeline import Pipeline
+from esrforge.data.pipeline import Pipeline, load_pipeline
 from esrforge.images import IMAGE_SUFFIXES, ImageError, image_size, read_image, visible_files
 
 
@@ -103,17 +103,23 @@ class SRDataset(Dataset):
 
     def __init__(
         self,
-        hr_roots: Sequence[str | Path],
+        hr_roots: str | Path | Sequence[str | Path],
         *,
         scale: int,
         hr_size: int,
-        lr_roots: Sequence[str | Path] | None = None,
-        pipeline: Pipeline | None = None,
+        lr_roots: str | Path | Sequence[str | Path] | None = None,
+        pipeline: Pipeline | str | Path | None = None,
         channels: int = 3,
         augment: bool = True,
         seed: int = 0,
         repeat: int = 1,
     ) -> None:
+        # One folder may be given as itself (a str would otherwise be read letter by letter), and
+        # a pipeline by preset name or file, as everywhere else.
+        hr_roots = [hr_roots] if isinstance(hr_roots, (str, Path)) else hr_roots
+        lr_roots = [lr_roots] if isinstance(lr_roots, (str, Path)) else lr_roots
+        if isinstance(pipeline, (str, Path)):
+            pipeline = load_pipeline(pipeline)
         if hr_size % scale:
             raise DatasetError(f"hr_size {hr_size} is not a multiple of scale {scale}")
         if channels not in (1, 3, 4):
