@@ -23,6 +23,8 @@ class _Loader(yaml.SafeLoader):
         # in one step would silently be 90. A config with a doubled key is a mistake; say where.
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` merges a mapping in; its keys may be overridden here
             key = self.construct_object(key_node, deep=True)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
@@ -32,8 +34,11 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-# Only the forms YAML 1.1 misses (an exponent without a dot); its own float forms stay as they are.
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$"), list("-+0123456789"))
+# Only the forms YAML 1.1 misses: an exponent without a dot (2e-4) or without a sign (1.5e3).
+# Its own float forms stay as they are.
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9_]*)?)[eE][-+]?[0-9]+$"), list("-+.0123456789")
+)
 
 
 def load_yaml(text: str) -> Any:

@@ -326,6 +326,11 @@ def test_numbers_in_exponent_form_are_numbers(tmp_path):
     with pytest.raises(ConfigError, match=r"name: expected a string, got 100000.0"):
         load_config(p, ["name=1e5"])
     assert load_config(p, ["name='1e5'"]).name == "1e5"
+    from esrforge.yamlfile import load_yaml
+
+    assert load_yaml("[2e-4, 1.5e3, .5e1, -1E+2, 1_000, 0x10, 1.0e-4, 12, 1.2.3, e5]") == [2e-4, 1500.0, 5.0, -100.0, 1000, 16, 1e-4, 12, "1.2.3", "e5"]
+    # anchors and merge keys, which configs use to share settings, are not "doubled keys"
+    assert load_yaml("a: &b {lr: 2e-4, w: 1}\nc: {<<: *b, lr: 1e-4}")["c"] == {"lr": 1e-4, "w": 1}
 
 
 def test_a_set_value_that_is_not_yaml_is_named(tmp_path):
