@@ -198,9 +198,14 @@ def test_symlinked_folders_are_followed_once(tmp_path: Path, near4: Path) -> Non
     (src / "linked").symlink_to(elsewhere, target_is_directory=True)
     (src / "loop").symlink_to(src, target_is_directory=True)
     (src / "broken.png").symlink_to(tmp_path / "nowhere.png")
+    (src / "a_link").symlink_to(src / "z_real", target_is_directory=True)  # listed before the folder it names
+    image(src / "z_real" / "c.png", seed=2)
     out = tmp_path / "out"
     assert upscale(src, "-o", out, "-m", near4) == 0
-    assert files_under(out) == ["a.png", "linked/b.png"]
+    assert files_under(out) == ["a.png", "linked/b.png", "z_real/c.png"]
+    (tmp_path / "via").symlink_to(src, target_is_directory=True)  # the input itself reached through a link
+    assert upscale(tmp_path / "via", "-o", tmp_path / "out2", "-m", near4) == 0
+    assert files_under(tmp_path / "out2") == ["a.png", "linked/b.png", "z_real/c.png"]
 
 
 def test_two_inputs_onto_one_output_are_refused_before_anything_runs(tmp_path: Path, near4: Path, capsys) -> None:
@@ -294,6 +299,18 @@ def test_a_rerun_does_not_take_its_own_outputs_for_inputs(tmp_path: Path, near4:
     # named on the command line, an output is an input like any other
     assert upscale(src / "up" / "a.png" if where == "inside" else src / "a_x4.png", "-o", tmp_path / "again.png", "-m", near4) == 0
     assert read_image(tmp_path / "again.png").shape == (H * 16, W * 16, 3)
+
+
+def test_an_input_that_is_also_another_s_output_is_refused_in_any_order(tmp_path: Path) -> None:
+    """in1/a.png -> in2/a.png, and in2/a.png -> itself: a conflict whatever the order of the inputs
+    (one order used to drop in2/a.png as an "earlier output" and then overwrite it)."""
+    from esrforge.cli import CommandError, plan_outputs
+
+    image(tmp_path / "in1" / "a.png")
+    image(tmp_path / "in2" / "a.png", seed=1)
+    for order in (["in1", "in2"], ["in2", "in1"]):
+        with pytest.raises(CommandError, match="would be written from both"):
+            plan_outputs([str(tmp_path / d) for d in order], tmp_path / "in2")
 
 
 @pytest.mark.parametrize("suffix", ["/x", "a/b", "..\\x"])
@@ -599,7 +616,7 @@ def test_float_samples_outside_0_1_and_nan_are_named_and_do_not_spread(tmp_path:
     assert err == [
         f"esrforge upscale: warning: {tmp_path / 'in' / 'hdr.tiff'}: float samples range from {hdr.min():g} to {hdr.max():g}; "
         "esrforge works in 0..1, so the rest is clipped",
-        f"esrforge upscale: warning: {tmp_path / 'in' / 'nan.tiff'}: 1 NaN/inf sample(s) set to 0",
+        f"esrforge upscale: warning: {tmp_path / 'in' / 'nan.tiff'}: 1 NaN sample(s) set to 0",
     ]
     out = read_image(tmp_path / "out" / "nan.tiff")
     assert np.isfinite(out).all()  # one NaN used to become hundreds through the convs

@@ -708,3 +708,12 @@ def test_image_io_is_light_and_leaves_opencv_settings_alone(tmp_path: Path) -> N
     run = subprocess.run([sys.executable, "-m", "esrforge", "upscale", str(tmp_path / "cut.png"), "-o", str(tmp_path / "o.png"),
                           "-m", "photo_x4", "-q"], capture_output=True, text=True, env=env)
     assert run.returncode == 1 and run.stderr.strip() == f"error: {tmp_path / 'cut.png'}: not a readable image (corrupt or unsupported format)"
+
+
+def test_infinities_are_clipped_and_nans_zeroed_as_the_warning_says(tmp_path: Path) -> None:
+    img = np.full((2, 3, 3), 0.5, np.float32)
+    img[0, 0], img[0, 1], img[0, 2] = np.inf, np.nan, -np.inf
+    assert cv2.imwrite(str(tmp_path / "f.tiff"), img)
+    with pytest.warns(UserWarning, match=r"f.tiff: 6 infinite sample\(s\) clipped to 0 or 1; 3 NaN sample\(s\) set to 0"):
+        back = read_image(tmp_path / "f.tiff")
+    np.testing.assert_array_equal(back[0, :, 0], [1.0, 0.0, 0.0])

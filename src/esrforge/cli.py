@@ -202,10 +202,12 @@ def plan_outputs(
     # An earlier run's outputs, found again because -o lies inside an input folder or --suffix
     # writes beside the inputs, are outputs (skipped or redone), not new inputs; files named
     # on the command line are always inputs.
+    # An input whose own output is itself stays an input (refused below, never overwritten).
     named = {Path(i).resolve() for i in inputs if Path(i).is_file()}
-    outputs_of_others = {dst.resolve(): src.resolve() for src, dst in planned}
+    own = {src.resolve(): dst.resolve() for src, dst in planned}
+    outputs = set(own.values())
     planned = [(src, dst) for src, dst in planned
-               if src.resolve() in named or outputs_of_others.get(src.resolve(), src.resolve()) == src.resolve()]
+               if src.resolve() in named or src.resolve() not in outputs or own[src.resolve()] == src.resolve()]
     jobs: list[Job] = []
     claimed: dict[Path, Path] = {}
     for src, dst in planned:

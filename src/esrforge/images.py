@@ -31,19 +31,24 @@ def visible_files(folder: Path) -> list[Path]:
     macOS's `._x.png` resource forks, and the temporary files of a write that a killed run left.
 
     Symlinked folders are followed (datasets are often assembled from links), each real folder
-    once, so a link back up the tree cannot loop."""
+    once and under its own name when it lies in the tree itself, so a link back up the tree
+    cannot loop and the listing does not depend on the order the file system lists folders in."""
     folder = Path(folder)
-    found: list[Path] = []
-    seen: set[str] = set()
+    base = os.path.realpath(folder)
+    inside = {os.path.realpath(root) for root, _, _ in os.walk(folder)}  # folders really in the tree
+    own: list[tuple[str, list[str]]] = []
+    linked: list[tuple[str, list[str]]] = []
+    visited: set[str] = set()
     for root, dirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(root)
-        if real in seen:
-            dirs.clear()
+        under_own_name = real == os.path.normpath(os.path.join(base, os.path.relpath(root, folder)))
+        if (real in inside and not under_own_name) or real in visited:
+            dirs.clear()  # a link into the tree (walked under its own name), a loop, a second link
             continue
-        seen.add(real)
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [Path(root, f) for f in files if not f.startswith(".") and os.path.isfile(os.path.join(root, f))]
-    return found
+        visited.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        (own if under_own_name else linked).append((root, sorted(f for f in files if not f.startswith("."))))
+    return [Path(root, f) for root, names in own + linked for f in names if os.path.isfile(os.path.join(root, f))]
 
 
 def float_range_note(img: np.ndarray) -> str | None:
@@ -52,13 +57,15 @@ def float_range_note(img: np.ndarray) -> str | None:
     if img.dtype.kind != "f":
         return None
     finite = np.isfinite(img)
-    bad = img.size - int(finite.sum())
-    lo, hi = (float(img[finite].min()), float(img[finite].max())) if bad < img.size else (0.0, 0.0)
+    nans, infs = int(np.isnan(img).sum()), int(np.isinf(img).sum())
+    lo, hi = (float(img[finite].min()), float(img[finite].max())) if nans + infs < img.size else (0.0, 0.0)
     notes = []
     if lo < 0 or hi > 1:
         notes.append(f"float samples range from {lo:g} to {hi:g}; esrforge works in 0..1, so the rest is clipped")
-    if bad:
-        notes.append(f"{bad} NaN/inf sample(s) set to 0")
+    if infs:
+        notes.append(f"{infs} infinite sample(s) clipped to 0 or 1")
+    if nans:
+        notes.append(f"{nans} NaN sample(s) set to 0")
     return "; ".join(notes) or None
 
 

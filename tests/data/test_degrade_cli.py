@@ -114,3 +114,17 @@ def test_lr_files_the_run_did_not_write_are_named(tmp_path, hr_dir, capsys):
     assert main(["degrade", str(hr_dir), str(lr), "--workers", "0", "-q"]) == 0
     err = capsys.readouterr().err
     assert f"esrforge degrade: warning: {lr}: 1 LR file(s) were not written by this run (an earlier run's?): {lr / 'img0.png'}" in err
+
+
+def test_the_stale_file_check_never_hides_the_run_s_own_errors(tmp_path, capsys):
+    write_image(tmp_path / "hr" / "a.png", photo_like(16, 16))
+    (tmp_path / "hr" / "c.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    write_image(tmp_path / "lr" / "a.jpg", photo_like(4, 4))  # an earlier run's a.jpg beside the new a.png
+    assert main(["degrade", str(tmp_path / "hr"), str(tmp_path / "lr"), "--workers", "0"]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {tmp_path / 'hr' / 'c.png'}" in err and "wrote 1 LR image(s)" in err
+    assert f"1 LR file(s) were not written by this run (an earlier run's?): {tmp_path / 'lr' / 'a.jpg'}" in err
+    (tmp_path / "hr" / "a.png").unlink()  # now every image fails: the LR folder is never made
+    assert main(["degrade", str(tmp_path / "hr"), str(tmp_path / "lr2"), "--workers", "0"]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {tmp_path / 'hr' / 'c.png'}" in err and "no such folder" not in err

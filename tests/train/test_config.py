@@ -122,6 +122,7 @@ def test_bad_config_file_exit_code(tmp_path, capsys):
     (b"- a\n- b\n", "the top level must be a mapping of keys"),
     (b"name: x\n  bad: [\n", "not valid YAML (line 2, column 6: mapping values are not allowed here)"),
     (b"name: x\nscale: 4\nname: y\n", "not valid YAML (line 3, column 1: duplicate key 'name')"),
+    (b"? [a]\n: b\n", "not valid YAML (line 1, column 3: found unhashable key)"),
 ])
 def test_a_file_that_is_no_config_is_named_in_one_line(tmp_path, capsys, content, says):
     p = tmp_path / "c.yml"

@@ -13,7 +13,7 @@ import torch
 
 from esrforge.data.datasets import DatasetError, scan_images, seed_for
 from esrforge.data.pipeline import Pipeline
-from esrforge.images import read_image, write_image
+from esrforge.images import IMAGE_SUFFIXES, read_image, visible_files, write_image
 from esrforge.infer.tiling import Progress
 
 
@@ -101,7 +101,9 @@ def degrade_folder(
 def _warn_stale(lr_dir: Path, written: set[Path]) -> None:
     """LR files this run did not write (an earlier run's, for HR images since removed, or from
     another seed or pipeline) would sit in the dataset unnoticed: name them."""
-    stale = sorted(p for p in scan_images([lr_dir]).values() if p not in written)
+    if not lr_dir.is_dir():
+        return  # nothing was written (every image failed): nothing stale either
+    stale = sorted(p for p in visible_files(lr_dir) if p.suffix.lower() in IMAGE_SUFFIXES and p not in written)
     if stale:
         shown = ", ".join(map(str, stale[:5])) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
         warnings.warn(f"{lr_dir}: {len(stale)} LR file(s) were not written by this run (an earlier run's?): {shown}", stacklevel=3)
