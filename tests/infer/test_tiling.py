@@ -372,6 +372,7 @@ def test_wrong_model_and_image_types_are_named():
     with pytest.raises(ValueError, match="tile must be"):
         Upscaler(tiny_compact(2), tile=True)
     assert upscale_image(img, "photo_x4", precision="fp32").shape == (32, 32, 3)  # a bundled name or a path
+    assert Upscaler((m for m in [tiny_compact(2), tiny_compact(2)])).scale == 4  # any iterable is a chain
 
 
 def test_float_input_out_of_range_warns():

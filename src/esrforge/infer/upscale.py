@@ -156,7 +156,8 @@ class Upscaler:
         seamless: str | None = None,
         outscale: float | None = None,
     ) -> None:
-        self.models = [as_loaded(m) for m in ([models] if not isinstance(models, (list, tuple)) else models)]
+        single = isinstance(models, (LoadedModel, str, os.PathLike, torch.nn.Module, dict)) or not hasattr(models, "__iter__")
+        self.models = [as_loaded(m) for m in ([models] if single else list(models))]  # one model, or a chain
         if not self.models:
             raise ValueError("no model given")
         # RGBA models (4 channels in and out) see the alpha with the colour; every other model gets
