@@ -165,6 +165,21 @@ def test_train_takes_what_load_config_returns(workspace, tmp_path):
     assert (tmp_path / "typed" / "training_states" / "1.state").exists()
 
 
+def test_a_run_whose_crop_grows_on_resume_keeps_its_vgg_discriminator(workspace, tmp_path):
+    """Train at a small crop, continue at 256 px (a common way to speed up early training): the
+    VGG discriminator keeps the five-stage layout it was built with; its pool takes the new size."""
+    for i in range(2):
+        write_image(tmp_path / "big" / f"{i}.png", photo_like(256, 256, seed=i))
+    cfg = CONFIGS / "esrgan_gan_x4.yml"
+    o = tiny_overrides("grow", workspace, cfg, iterations=2) + [
+        f"data.train.hr=[{tmp_path / 'big'}]", "losses.perceptual=null", "data.val=null", "train.checkpoint_every=1"]
+    assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True) == 0
+    grown = o + ["data.train.hr_size=256", "train.iterations=3"]
+    assert train(cfg, runs_dir=tmp_path, overrides=grown, quiet=True, resume=True) == 0
+    d = torch.load(tmp_path / "grow" / "models" / "net_d_3.pth", weights_only=True)["params"]
+    assert "conv4_1.weight" in d and "conv5_0.weight" not in d
+
+
 def test_a_missing_state_file_is_named_as_such(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path / "nope.state"), "-q"]) == 1
     assert capsys.readouterr().err.strip() == (

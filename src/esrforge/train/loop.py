@@ -249,9 +249,14 @@ def check_val_set(cfg: TrainConfig) -> None:
             )
 
 
-def setup(cfg: TrainConfig, run_dir: Path, log: Callable[[str], None] = print, *, resuming: bool = False) -> Run:
+def setup(
+    cfg: TrainConfig, run_dir: Path, log: Callable[[str], None] = print, *, resuming: bool = False,
+    d_input_size: int | None = None,
+) -> Run:
     """Networks, losses, optimizers and data for a run. `resuming`: the training state will
-    supply every weight, so the pretrain files are not needed (or read) again."""
+    supply every weight, so the pretrain files are not needed (or read) again. `d_input_size`:
+    the crop size the VGG discriminator was built for, when it differs from `hr_size` (a resumed
+    run whose crop grew keeps its discriminator's layout)."""
     check_files(cfg, resuming=resuming)
     rank, world, dist_device = init_distributed(cfg.device)
     device = dist_device or resolve_device(cfg.device)
@@ -287,7 +292,7 @@ def setup(cfg: TrainConfig, run_dir: Path, log: Callable[[str], None] = print, *
         from esrforge.losses.gan import GANLoss
 
         net_d = build_discriminator(
-            cfg.discriminator.arch, **cfg.discriminator.hparams(cfg.generator.out_ch, cfg.data.train.hr_size)
+            cfg.discriminator.arch, **cfg.discriminator.hparams(cfg.generator.out_ch, d_input_size or cfg.data.train.hr_size)
         ).to(device)
         losses["gan"] = GANLoss(cfg.losses.gan.type, relativistic=cfg.losses.gan.relativistic, weight=cfg.losses.gan.weight)
         if cfg.losses.feature_matching is not None:
@@ -980,7 +985,10 @@ def train(
         state, state_path = read_state(path), path
     elif state is None and newest_state(run_dir) is not None:
         raise TrainingError(f"{run_dir} already holds a run; use --resume to continue it, or another name")
-    run = setup(cfg, run_dir, log=(lambda m: None) if quiet else print, resuming=state is not None)
+    d_size = None
+    if state is not None and isinstance(state.get("net_d"), dict) and "conv0_0.weight" in state["net_d"]:
+        d_size = 256 if "conv5_0.weight" in state["net_d"] else 128  # the VGG discriminator's own layout
+    run = setup(cfg, run_dir, log=(lambda m: None) if quiet else print, resuming=state is not None, d_input_size=d_size)
     if state is not None:
         restore(run, state, str(state_path))
         if not quiet:
