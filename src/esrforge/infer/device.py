@@ -25,16 +25,16 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         dev = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"--device: unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+        raise ValueError(f"device: unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: CUDA is not available in this PyTorch build or machine")
+            raise ValueError(f"device {name!r}: CUDA is not available in this PyTorch build or machine")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
+            raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) present")
     elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError(f"--device {name}: MPS is not available on this machine")
+        raise ValueError(f"device {name!r}: MPS is not available on this machine")
     elif dev.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"--device: unsupported device type {dev.type!r}")
+        raise ValueError(f"device: unsupported device type {dev.type!r}")
     return dev
 
 
@@ -115,7 +115,7 @@ def resolve_precision(name: str, device: torch.device, *, high_bit_depth: bool =
     """
     if name != "auto":
         if name not in PRECISIONS:
-            raise ValueError(f"--precision: unknown {name!r}; use auto, fp32, fp16 or bf16")
+            raise ValueError(f"precision: unknown {name!r}; use auto, fp32, fp16 or bf16")
         return PRECISIONS[name]
     if high_bit_depth:
         return torch.float32
