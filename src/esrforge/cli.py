@@ -9,6 +9,7 @@ import itertools
 import json
 import os
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -390,10 +391,12 @@ def upscale(
             skipped += 1
         else:
             todo.append(job)
+    t0 = time.perf_counter()
     done, errors = upscale_jobs(todo, up, quiet=quiet, quality=quality, lossless=lossless)
     failed += errors
     if not quiet:
-        msg = f"upscaled {done}, skipped {skipped} (already there; --overwrite to redo), failed {failed}"
+        took = f" in {time.perf_counter() - t0:.1f} s" if done else ""
+        msg = f"upscaled {done}{took}, skipped {skipped} (already there; --overwrite to redo), failed {failed}"
         if up.fp32_rescues:
             msg += f"; {up.fp32_rescues} tile(s) overflowed in half precision and were redone in fp32"
         print(msg, file=sys.stderr)
