@@ -51,6 +51,13 @@ def visible_files(folder: Path) -> list[Path]:
     return [Path(root, f) for root, names in own + linked for f in names if os.path.isfile(os.path.join(root, f))]
 
 
+def clip_to_unit(img: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """A float image as models take it, [0, 1] without NaN (infinities clipped, NaN set to 0),
+    and what was wrong with it (None, and the image itself, when nothing was)."""
+    note = float_range_note(img)
+    return (img, None) if note is None else (np.nan_to_num(np.clip(img, 0, 1), nan=0.0), note)
+
+
 def float_range_note(img: np.ndarray) -> str | None:
     """What is wrong with a float image's samples for a model that takes [0, 1], or None.
     (HDR or 0..255 float TIFFs exist; they are clipped, and the user should hear of it.)"""
@@ -103,11 +110,9 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise ImageError(f"{path}: not a readable image (corrupt or unsupported format)")
     if img.dtype not in (np.uint8, np.uint16):
         if img.dtype in (np.float32, np.float64):
-            img = img.astype(np.float32)
-            note = float_range_note(img)
+            img, note = clip_to_unit(img.astype(np.float32))
             if note:  # an HDR or 0..255 float TIFF: say so, rather than clip it unseen
                 warnings.warn(f"{path}: {note}", stacklevel=2)
-                img = np.nan_to_num(np.clip(img, 0, 1), nan=0.0)
         else:
             raise ImageError(f"{path}: unsupported sample type {img.dtype}")
     if img.ndim == 2:
@@ -419,12 +424,9 @@ def exif_orientation(data: bytes) -> int:
                 if kind == b"eXIf":
                     return _tiff_orientation(_strip_exif_header(chunk))
         elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-            pos = 12
-            while pos + 8 <= len(data):
-                kind, length = struct.unpack("<4sI", data[pos : pos + 8])
+            for kind, at, length in _webp_chunks(data):
                 if kind == b"EXIF":
-                    return _tiff_orientation(_strip_exif_header(data[pos + 8 : pos + 8 + length]))
-                pos += 8 + length + (length & 1)
+                    return _tiff_orientation(_strip_exif_header(data[at : at + length]))
         elif data[:4] in _TIFF_MAGIC:
             return _tiff_orientation(data)
     except struct.error:

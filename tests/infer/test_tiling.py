@@ -378,3 +378,18 @@ def test_wrong_model_and_image_types_are_named():
 def test_float_input_out_of_range_warns():
     with pytest.warns(UserWarning, match="the image's float samples range from 0 to 254; esrforge works in 0..1"):
         upscale_image(np.linspace(0, 254, 8 * 8 * 3, dtype=np.float32).reshape(8, 8, 3), tiny_compact(2), precision="fp32")
+
+
+def test_runners_of_one_model_share_one_copy_of_its_weights(monkeypatch):
+    """With `auto`, an 8-bit image runs in bf16 (on a CPU with bf16 units) and a 16-bit one in
+    fp32: two runners, one copy of the weights between them, the caller's module untouched."""
+    import esrforge.infer.device as device
+
+    monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: True)
+    m = tiny_compact(2)
+    up = Upscaler(m, device="cpu", precision="auto", tile=0)
+    up.upscale(photo_like(8, 8))
+    up.upscale(photo_like(8, 8, dtype=np.uint16))
+    runners = list(up._runners.values())
+    assert [r.dtype for r in runners] == [torch.bfloat16, torch.float32]
+    assert runners[0].module is runners[1].module and runners[0].module is not m

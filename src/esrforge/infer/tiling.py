@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import copy
+import copy as _copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -82,11 +82,14 @@ class TileRunner:
     run again in fp32 rather than written black.
     """
 
-    def __init__(self, module: nn.Module, desc: ModelDescriptor, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self, module: nn.Module, desc: ModelDescriptor, device: torch.device, dtype: torch.dtype, *, copy: bool = True
+    ) -> None:
         self.desc, self.device, self.dtype = desc, device, dtype
         # A copy: channels_last, eval mode and the move to the device would otherwise change the
         # caller's module in place (its weights no longer contiguous, a training module in eval).
-        self.module = copy.deepcopy(module).to(device).eval()
+        # `copy=False` only for a module that is already another runner's copy.
+        self.module = (_copy.deepcopy(module) if copy else module).to(device).eval()
         # channels_last lets oneDNN/cuDNN pick their fast convolution kernels on CPU and CUDA.
         if device.type in ("cpu", "cuda"):
             self.module = self.module.to(memory_format=torch.channels_last)

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import torch
 
-from esrforge.images import float_range_note
+from esrforge.images import clip_to_unit
 from esrforge.infer.device import auto_tile, resolve_device, resolve_precision, slow_precision_note
 from esrforge.infer.tiling import DEFAULT_MARGIN, Progress, Region, TileRunner, upscale_tiled, working_set_per_px
 from esrforge.modelio.detect import LoadedModel, describe
@@ -198,8 +198,9 @@ class Upscaler:
         key = (i, dtype)
         if key not in self._runners:
             same = next((r for (j, _), r in self._runners.items() if j == i), None)
+            # One copy of the weights per model on the device: the fp32 rescue runner shares it.
             module = same.module if same is not None else self.models[i].module
-            self._runners[key] = TileRunner(module, self.models[i].descriptor, self.device, dtype)
+            self._runners[key] = TileRunner(module, self.models[i].descriptor, self.device, dtype, copy=same is None)
         return self._runners[key]
 
     def _run_model(self, i: int, img: np.ndarray, out: np.ndarray, dtype: torch.dtype, progress: Progress | None) -> np.ndarray:
@@ -265,11 +266,9 @@ class Upscaler:
             raise ValueError(f"expected uint8, uint16 or float32 samples, got {img.dtype}")
         if min(img.shape[:2]) < 1:
             raise ValueError(f"empty image {img.shape}")
-        note = float_range_note(img)
+        img, note = clip_to_unit(img)  # a NaN would spread over every output pixel it reaches
         if note is not None:
-            # Models take [0, 1]; a NaN would spread over every output pixel it reaches.
             warnings.warn(f"the image's {note}", stacklevel=2)
-            img = np.nan_to_num(np.clip(img, 0, 1), nan=0.0)
         dtype = resolve_precision(self.precision, self.device, high_bit_depth=img.dtype != np.uint8)
         if self.rgba:
             return self._resize_to_outscale(self._upscale_rgba(img, dtype, progress), img)
