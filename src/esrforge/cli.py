@@ -205,10 +205,9 @@ def plan_outputs(
     # on the command line are always inputs.
     # An input whose own output is itself stays an input (refused below, never overwritten).
     named = {Path(i).resolve() for i in inputs if Path(i).is_file()}
-    own = {src.resolve(): dst.resolve() for src, dst in planned}
-    outputs = set(own.values())
-    planned = [(src, dst) for src, dst in planned
-               if src.resolve() in named or src.resolve() not in outputs or own[src.resolve()] == src.resolve()]
+    real = [(src.resolve(), dst.resolve()) for src, dst in planned]
+    outputs = {d for _, d in real}
+    planned = [(src, dst) for (src, dst), (s, d) in zip(planned, real) if s in named or s not in outputs or d == s]
     jobs: list[Job] = []
     claimed: dict[Path, Path] = {}
     for src, dst in planned:

@@ -58,6 +58,12 @@ def _listing(paths: Sequence[Any], limit: int = 10) -> str:
     return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
+def pair_sizes_match(hr: tuple[int, int], lr: tuple[int, int], scale: int) -> bool:
+    """Whether LR (h, w) is HR (h, w) / scale up to rounding: MATLAB rounds LR sizes up, BasicSR's
+    mod-crop rounds down; off by less than `scale` is cropped away, more is a wrong pair."""
+    return all(abs(H - L * scale) < scale for H, L in zip(hr, lr))
+
+
 _LUMA = torch.tensor([0.299, 0.587, 0.114])
 
 
@@ -153,9 +159,7 @@ class SRDataset(Dataset):
                 lr_path = lr.get(key)
                 if lr_path is not None:
                     lh, lw = image_size(lr_path)
-                    # Rounding of odd sizes (MATLAB rounds the LR size up, BasicSR's mod-crop
-                    # rounds down): off by less than `scale` is cropped away; more is a wrong pair.
-                    if not (abs(hh - lh * scale) < scale and abs(hw - lw * scale) < scale):
+                    if not pair_sizes_match((hh, hw), (lh, lw), scale):
                         bad_size.append(f"{lr_path} ({lw}x{lh}) vs {hr_path} ({hw}x{hh})")
                         continue
             except ImageError as e:

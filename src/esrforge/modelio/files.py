@@ -12,17 +12,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from esrforge.fileio import atomic_save  # noqa: F401 - its home before fileio; model writers import it here
-
 StateDict = dict[str, Tensor]
 
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 MODEL_SUFFIXES = PICKLE_SUFFIXES + (".safetensors",)
 
-# Container keys seen in the wild, in order of preference (EMA weights are what users want).
 # Prefixes that wrappers add to every key: (Distributed)DataParallel, and torch.compile, whose
 # wrapped module's state dict is what traiNNer-style trainers save when compiling.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+# Container keys seen in the wild, in order of preference (EMA weights are what users want).
 _CONTAINER_KEYS = ("params_ema", "params", "state_dict", "model", "net", "generator", "net_g")
 
 

@@ -12,8 +12,9 @@ from torch import Tensor
 
 from esrforge import __version__
 from esrforge.archs import rrdbnet as rrdb_arch
+from esrforge.fileio import atomic_save
 from esrforge.modelio.detect import ModelDescriptor
-from esrforge.modelio.files import PICKLE_SUFFIXES, ModelFileError, atomic_save
+from esrforge.modelio.files import PICKLE_SUFFIXES, ModelFileError
 
 StateDict = dict[str, Tensor]
 

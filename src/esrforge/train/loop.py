@@ -27,15 +27,15 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from esrforge.archs import build
-from esrforge.data.datasets import DatasetError, SRDataset, scan_images, seed_for
+from esrforge.data.datasets import DatasetError, SRDataset, pair_sizes_match, scan_images, seed_for
 from esrforge.data.pipeline import load_pipeline
 from esrforge.data.resize import imresize
 from esrforge.data.sharpen import usm_sharpen
+from esrforge.fileio import atomic_save
 from esrforge.infer.device import cpu_has_fast_bf16, resolve_device, slow_precision_note, tune_cpu_allocator
 from esrforge.losses.feature_matching import FeatureMatchingLoss, discriminator_features
 from esrforge.modelio import load_model, read_raw, unwrap
 from esrforge.modelio.detect import describe
-from esrforge.modelio.files import atomic_save
 from esrforge.modelio.save import save_model
 from esrforge.train import TrainingError
 from esrforge.train.config import Schedule, TrainConfig, dump_config, load_config
@@ -238,8 +238,7 @@ def check_val_set(cfg: TrainConfig) -> None:
             lh, lw = read_image(lr_path).shape[:2] if lr_path is not None else (h // cfg.scale, w // cfg.scale)
         except ImageError as e:
             raise TrainingError(f"data.val: {e}") from None
-        # the training pairs' rule (datasets.SRDataset): off by less than `scale` is rounding
-        if not (abs(h - lh * cfg.scale) < cfg.scale and abs(w - lw * cfg.scale) < cfg.scale):
+        if not pair_sizes_match((h, w), (lh, lw), cfg.scale):  # the training pairs' rule
             raise TrainingError(f"data.val.lr: {lr_path} ({lw}x{lh}) is not {hr_path} ({w}x{h}) / {cfg.scale}")
         side = min(h, w) // cfg.scale * cfg.scale - 2 * border
         if side < 11:
