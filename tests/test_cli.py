@@ -155,6 +155,28 @@ def test_lossless_webp_stays_lossless_and_lossless_asks_for_it(tmp_path: Path, n
     assert "--lossless: JPEG has no lossless mode" in capsys.readouterr().err
 
 
+def test_colour_profile_of_the_input_is_carried_to_the_output(tmp_path: Path, near4: Path, capsys) -> None:
+    from esrforge.images import read_image_and_profile
+    from tests.test_images import icc
+
+    p3 = icc(extra=1000)  # a wide-gamut photo's numbers mean other colours than sRGB's
+    img = photo_like(H, W)
+    write_image(tmp_path / "in.jpg", img, icc_profile=p3)
+    write_image(tmp_path / "plain.png", img)
+    for fmt in ("png", "jpg", "webp", "tiff"):
+        assert upscale(tmp_path / "in.jpg", "-o", tmp_path / f"out.{fmt}", "-m", near4) == 0
+        assert read_image_and_profile(tmp_path / f"out.{fmt}")[1] == p3
+    assert upscale(tmp_path / "plain.png", "-o", tmp_path / "plain_out.png", "-m", near4) == 0
+    assert read_image_and_profile(tmp_path / "plain_out.png")[1] is None  # none is made up
+    pil = pytest.importorskip("PIL.Image")  # a print shop's CMYK JPEG: read as RGB, which its profile cannot describe
+    pil.fromarray(img).convert("CMYK").save(tmp_path / "cmyk.jpg", icc_profile=icc(b"CMYK"))
+    capsys.readouterr()
+    assert main(["upscale", str(tmp_path / "cmyk.jpg"), "-o", str(tmp_path / "cmyk.png"), "-m", str(near4), "--precision", "fp32"]) == 0
+    err = capsys.readouterr().err
+    assert "cmyk.png: written without the CMYK colour profile, which does not describe RGB images" in err
+    assert read_image_and_profile(tmp_path / "cmyk.png")[1] is None and read_image(tmp_path / "cmyk.png").shape == (4 * H, 4 * W, 3)
+
+
 def test_glob_input(tmp_path: Path, near4: Path) -> None:
     src = tmp_path / "in"
     for name in ("a.png", "b.png", "c.jpg"):

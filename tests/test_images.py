@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import tracemalloc
+import warnings
 import zlib
 from pathlib import Path
 
@@ -717,3 +718,85 @@ def test_infinities_are_clipped_and_nans_zeroed_as_the_warning_says(tmp_path: Pa
     with pytest.warns(UserWarning, match=r"f.tiff: 6 infinite sample\(s\) clipped to 0 or 1; 3 NaN sample\(s\) set to 0"):
         back = read_image(tmp_path / "f.tiff")
     np.testing.assert_array_equal(back[0, :, 0], [1.0, 0.0, 0.0])
+
+
+# --- ICC colour profiles ---------------------------------------------------------------------------
+
+
+def icc(space: bytes = b"RGB ", extra: int = 0) -> bytes:
+    """A structurally valid ICC profile header (no tags) for `space`, padded by `extra` bytes."""
+    size = 132 + extra
+    header = struct.pack(">I", size) + b"none" + b"\x04\x40\x00\x00" + b"mntr" + space + b"XYZ " + bytes(12)
+    header += b"acsp" + bytes(128 - 40)
+    return header + bytes(4) + bytes(range(256)) * (extra // 256) + bytes(extra % 256)  # tag count 0
+
+
+@pytest.mark.parametrize("extra", [0, 200_000])  # 200 KB: four APP2 segments in a JPEG
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".webp", ".tiff"])
+@pytest.mark.parametrize("c", [3, 4])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_icc_profile_is_written_into_every_format_and_read_back(tmp_path: Path, ext, c, dtype, extra) -> None:
+    if ext == ".jpg" and c == 4:
+        return
+    profile = icc(extra=extra)
+    img = photo_like(20, 30, c, dtype=dtype)
+    write_image(tmp_path / f"with{ext}", img, icc_profile=profile)
+    write_image(tmp_path / f"without{ext}", img)
+    back, got = images.read_image_and_profile(tmp_path / f"with{ext}")
+    assert got == profile
+    np.testing.assert_array_equal(back, read_image(tmp_path / f"without{ext}"))  # the pixels are untouched
+    assert images.read_image_and_profile(tmp_path / f"without{ext}")[1] is None
+    assert partials(tmp_path) == [] and sorted(p.name for p in tmp_path.iterdir()) == [f"with{ext}", f"without{ext}"]
+    pil = pytest.importorskip("PIL.Image")  # another decoder finds the profile where it belongs
+    with pil.open(tmp_path / f"with{ext}") as im:
+        im.load()
+        assert im.info.get("icc_profile") == profile and im.size == (30, 20)
+
+
+@pytest.mark.parametrize("ext", [".png", ".tiff"])
+def test_icc_profile_on_gray_and_gray_alpha(tmp_path: Path, ext) -> None:
+    for c in (1, 2):
+        img = photo_like(20, 30, c)
+        path = tmp_path / f"g{c}{ext}"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            write_image(path, img, icc_profile=icc(b"GRAY"))
+        if c == 2 and ext == ".tiff":  # stored as RGBA, which a gray profile cannot describe
+            assert images.read_image_and_profile(path)[1] is None
+            assert "written without the GRAY colour profile, which does not describe RGB images" in str(caught[0].message)
+        else:
+            assert images.read_image_and_profile(path)[1] == icc(b"GRAY") and not caught
+
+
+@pytest.mark.parametrize("kind", ["png", "jpg", "webp", "webp-lossless", "tiff", "tiff-lzw"])
+def test_icc_profile_is_read_from_files_other_programs_write(tmp_path: Path, kind: str) -> None:
+    pil = pytest.importorskip("PIL.Image")
+    profile = icc(extra=150_000)
+    ext, _, variant = kind.partition("-")
+    path = tmp_path / f"in.{ext}"
+    options = {"lossless": True} if variant == "lossless" else {"compression": "tiff_lzw"} if variant else {}
+    pil.fromarray(photo_like(20, 30)).save(path, icc_profile=profile, **options)
+    img, got = images.read_image_and_profile(path)
+    assert got == profile and img.shape == (20, 30, 3)
+
+
+def test_a_profile_that_does_not_fit_the_image_is_left_out_with_a_warning(tmp_path: Path) -> None:
+    with pytest.warns(UserWarning, match=r"out\.png: written without the CMYK colour profile, which does not describe RGB images"):
+        write_image(tmp_path / "out.png", photo_like(8, 8), icc_profile=icc(b"CMYK"))
+    assert images.read_image_and_profile(tmp_path / "out.png")[1] is None
+    with pytest.warns(UserWarning, match="GRAY colour profile, which does not describe RGB images"):  # WebP has no gray
+        write_image(tmp_path / "gray.webp", photo_like(8, 8, 1), icc_profile=icc(b"GRAY"))
+    with pytest.raises(ImageError, match=r"bad\.png: the icc_profile given is not an ICC profile"):
+        write_image(tmp_path / "bad.png", photo_like(8, 8), icc_profile=b"not a profile" * 20)
+    assert not (tmp_path / "bad.png").exists()
+
+
+def test_a_damaged_profile_in_a_file_is_no_profile_and_the_pixels_still_read(tmp_path: Path) -> None:
+    img = photo_like(8, 8)
+    ok, png = cv2.imencode(".png", img[:, :, ::-1])
+    damaged = png_chunk(b"iCCP", b"icc\x00\x00" + b"not zlib data")
+    data = png.tobytes()[:33] + damaged + png.tobytes()[33:]
+    (tmp_path / "d.png").write_bytes(data)
+    back, profile = images.read_image_and_profile(tmp_path / "d.png")
+    assert profile is None
+    np.testing.assert_array_equal(back, img)

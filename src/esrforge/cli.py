@@ -285,7 +285,7 @@ def upscale_jobs(
     import torch
     from tqdm import tqdm
 
-    from esrforge.images import NO_ALPHA_SUFFIXES, ImageError, read_image, webp_is_lossless, write_image
+    from esrforge.images import NO_ALPHA_SUFFIXES, ImageError, read_image_and_profile, webp_is_lossless, write_image
     from esrforge.infer.device import free_memory_bytes
 
     # reported; the run goes on (cv2.error: OpenCV refusing a size, such as an absurd --outscale)
@@ -311,15 +311,15 @@ def upscale_jobs(
     bar = tqdm(jobs, unit="img", disable=not bars or len(jobs) < 2, dynamic_ncols=True)
     with ThreadPoolExecutor(1, thread_name_prefix="esrforge-read") as reader, \
             ThreadPoolExecutor(1, thread_name_prefix="esrforge-write") as writer:
-        nxt = reader.submit(read_image, jobs[0].src) if jobs else None
+        nxt = reader.submit(read_image_and_profile, jobs[0].src) if jobs else None
         try:
             for i, job in enumerate(bar):
-                cur, nxt = nxt, (reader.submit(read_image, jobs[i + 1].src) if i + 1 < len(jobs) else None)
+                cur, nxt = nxt, (reader.submit(read_image_and_profile, jobs[i + 1].src) if i + 1 < len(jobs) else None)
                 if pending is not None and pending[2] * 4 > free_memory_bytes(torch.device("cpu")):
                     finish_write()
                 try:
                     assert cur is not None
-                    img = cur.result()
+                    img, profile = cur.result()
                     ext = job.dst.suffix.lower()
                     if img.ndim == 3 and img.shape[2] in (2, 4) and ext in NO_ALPHA_SUFFIXES:  # before the model runs
                         raise ImageError(f"{job.dst}: {ext} cannot store the alpha channel of {job.src}; use png, webp or tiff")
@@ -333,7 +333,7 @@ def upscale_jobs(
                     continue
                 finish_write()
                 keep = lossless or (quality is None and job.src.suffix.lower() == ".webp" and webp_is_lossless(job.src))
-                write = functools.partial(write_image, quality=quality or 95, lossless=keep)
+                write = functools.partial(write_image, quality=quality or 95, lossless=keep, icc_profile=profile)
                 pending = (job, writer.submit(write, job.dst, result), result.nbytes)
                 del img, result  # the writer holds the result until written; then it can go
         finally:  # also when an error or Ctrl-C ends the run: the write in flight finishes and is reported

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import struct
 import warnings
 import zlib
@@ -82,7 +83,19 @@ class ImageError(ValueError):
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an image as H x W x C (C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA), its own bit depth, upright."""
-    path = Path(path)
+    return _read(Path(path))[0]
+
+
+def read_image_and_profile(path: str | os.PathLike[str]) -> tuple[np.ndarray, bytes | None]:
+    """`read_image`, and the file's embedded ICC colour profile (None if it has none).
+
+    Hand the profile to `write_image` so that the output's colours mean what the input's did."""
+    img, raw = _read(Path(path))
+    return img, icc_profile(raw)
+
+
+def _read(path: Path) -> tuple[np.ndarray, bytes]:
+    """The image and the file's bytes."""
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
@@ -94,7 +107,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     if (is_png and any(kind == b"acTL" for kind, _ in _png_header_chunks(raw))) or any(
         kind == b"ANIM" for kind, _, _ in _webp_chunks(raw)
     ):
-        warnings.warn(f"{path}: an animated image; only its first frame is read", stacklevel=2)
+        warnings.warn(f"{path}: an animated image; only its first frame is read", stacklevel=3)
     tiff = {tag: (v, at) for tag, (v, at, n) in _tiff_short_tags(raw).items() if n == 1} if is_tiff else {}
     if tiff.get(_TIFF_EXTRA_SAMPLES, (0, 0))[0] == 2:
         # For 8-bit RGBA TIFFs with "unassociated alpha" (GIMP's and Photoshop's) OpenCV goes
@@ -112,13 +125,13 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         if img.dtype in (np.float32, np.float64):
             img, note = clip_to_unit(img.astype(np.float32))
             if note:  # an HDR or 0..255 float TIFF: say so, rather than clip it unseen
-                warnings.warn(f"{path}: {note}", stacklevel=2)
+                warnings.warn(f"{path}: {note}", stacklevel=3)
         else:
             raise ImageError(f"{path}: unsupported sample type {img.dtype}")
     if img.ndim == 2:
         img = img[:, :, None]
         if tiff.get(_TIFF_SAMPLES_PER_PIXEL, (1, 0))[0] == 2:
-            warnings.warn(f"{path}: OpenCV reads gray + alpha TIFFs without their alpha, so it is dropped; save as PNG to keep it", stacklevel=2)
+            warnings.warn(f"{path}: OpenCV reads gray + alpha TIFFs without their alpha, so it is dropped; save as PNG to keep it", stacklevel=3)
         key = _png_gray_transparent_value(raw) if is_png else None
         if key is not None:  # OpenCV drops a gray PNG's tRNS: that one gray level is transparent
             img = np.dstack([img, np.where(img == key, 0, np.iinfo(img.dtype).max).astype(img.dtype)])
@@ -133,7 +146,22 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     orientation = exif_orientation(raw)
     if is_tiff and _opencv_orients_tiff(orientation):
         orientation = 1  # OpenCV has already turned it upright
-    return np.ascontiguousarray(apply_orientation(img, orientation))
+    return np.ascontiguousarray(apply_orientation(img, orientation)), raw
+
+
+def _profile_to_embed(path: Path, profile: bytes | None, channels: int) -> bytes | None:
+    if profile is None:
+        return None
+    if _icc_ok(bytes(profile)) is None:
+        raise ImageError(f"{path}: the icc_profile given is not an ICC profile (no 'acsp' signature or a wrong size)")
+    kind = "gray" if channels in (1, 2) else "RGB"
+    if not icc_fits(profile, channels):
+        warnings.warn(f"{path}: written without the {icc_colour_space(profile)} colour profile, which does not describe {kind} images", stacklevel=3)
+        return None
+    if path.suffix.lower() == ".bmp":
+        warnings.warn(f"{path}: written without its colour profile (esrforge writes none into BMP; use png or tiff)", stacklevel=3)
+        return None
+    return bytes(profile)
 
 
 def _cv2_reason(e: cv2.error) -> str:
@@ -143,14 +171,23 @@ def _cv2_reason(e: cv2.error) -> str:
     return f"OpenCV: {why}"
 
 
-def write_image(path: str | os.PathLike[str], img: np.ndarray, *, quality: int = 95, lossless: bool = False) -> None:
+def write_image(
+    path: str | os.PathLike[str],
+    img: np.ndarray,
+    *,
+    quality: int = 95,
+    lossless: bool = False,
+    icc_profile: bytes | None = None,
+) -> None:
     """Encode by the file's extension and write atomically (temporary name, then rename).
 
     float32 stays float in TIFF and becomes 8-bit elsewhere; 16-bit becomes 8-bit in formats
     without 16-bit samples (JPEG, WebP, BMP). Alpha into JPEG or BMP is an ImageError. Gray +
     alpha is a gray + alpha PNG (OpenCV's encoder has no such mode; ours does) and RGBA in TIFF
     and WebP. `quality` (1-100) applies to JPEG and lossy WebP; `lossless` makes WebP lossless
-    (PNG and TIFF always are; JPEG has no such mode and ignores it).
+    (PNG and TIFF always are; JPEG has no such mode and ignores it). `icc_profile` (the bytes of
+    an ICC profile, as `read_image_and_profile` gives them) is embedded in PNG, JPEG, WebP and TIFF
+    files; one that cannot describe the image (a CMYK profile on RGB) is left out with a warning.
     """
     path = Path(path)
     ext = path.suffix.lower()
@@ -165,6 +202,10 @@ def write_image(path: str | os.PathLike[str], img: np.ndarray, *, quality: int =
     channels = 1 if img.ndim == 2 else img.shape[2]
     if channels in (2, 4) and ext in NO_ALPHA_SUFFIXES:
         raise ImageError(f"{path}: {ext} cannot store an alpha channel; use png, webp or tiff")
+    # as stored: OpenCV writes gray WebP as RGB, and gray + alpha goes into RGBA outside PNG
+    stored = channels + 2 if channels in (1, 2) and ext == ".webp" else 4 if channels == 2 and ext != ".png" else channels
+    profile = _profile_to_embed(path, icc_profile, stored)
+    shape = img.shape
     own = False  # whether `img` is our own copy, which may then be converted in place
     if img.dtype == np.float32 and ext not in (".tif", ".tiff"):  # TIFF stores 32-bit float as is
         f = np.clip(img, 0, 1)
@@ -179,7 +220,12 @@ def write_image(path: str | os.PathLike[str], img: np.ndarray, *, quality: int =
         if ext == ".png":
             if img.dtype not in (np.uint8, np.uint16) or img.size == 0:
                 raise ImageError(f"{path}: cannot write a {img.dtype} image of shape {img.shape} as PNG")
-            atomic_save(path, lambda tmp: _write_gray_alpha_png(tmp, img))
+            def write_png(tmp: str) -> None:
+                _write_gray_alpha_png(tmp, img)
+                if profile:
+                    _embed_icc(tmp, ext, profile, shape)
+
+            atomic_save(path, write_png)
             return
         img, own, channels = np.concatenate([np.repeat(img[:, :, :1], 3, axis=2), img[:, :, 1:]], axis=2), True, 4
     # OpenCV encodes BGR(A). The caller's array must not change, so this is a copy unless the
@@ -206,6 +252,8 @@ def write_image(path: str | os.PathLike[str], img: np.ndarray, *, quality: int =
                 ok = False
             if ok:
                 os.replace(named, tmp)
+                if profile:
+                    _embed_icc(tmp, ext, profile, shape)
                 return
         finally:
             Path(named).unlink(missing_ok=True)
@@ -218,6 +266,8 @@ def write_image(path: str | os.PathLike[str], img: np.ndarray, *, quality: int =
         if not ok:
             raise ImageError(f"{path}: encoding as {ext} failed")
         buf.tofile(tmp)  # the array itself: buf.tobytes() would be another copy of the file
+        if profile:
+            _embed_icc(tmp, ext, profile, shape)
 
     atomic_save(path, encode_into)
 
@@ -340,20 +390,16 @@ _TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
 def _tiff_short_tags(tiff: bytes) -> dict[int, tuple[int, int, int]]:
     """{tag: (first value, offset of the value, count)} of the SHORT entries of a TIFF's first IFD
     (the page OpenCV reads), as far as the bytes go; {} without a TIFF header."""
-    if len(tiff) < 8 or tiff[:2] not in (b"II", b"MM"):
-        return {}
-    order = "<" if tiff[:2] == b"II" else ">"
     out: dict[int, tuple[int, int, int]] = {}
-    (ifd,) = struct.unpack(order + "I", tiff[4:8])
-    if ifd + 2 > len(tiff):
+    if len(tiff) < 8 or tiff[:2] not in (b"II", b"MM"):
         return out
-    (count,) = struct.unpack(order + "H", tiff[ifd : ifd + 2])
-    for at in range(ifd + 2, ifd + 2 + 12 * count, 12):
-        if at + 12 > len(tiff):
-            break
-        tag, kind, n, value = struct.unpack(order + "HHIH", tiff[at : at + 10])
-        if kind == 3:
-            out.setdefault(tag, (value, at + 8, n))
+    order = "<" if tiff[:2] == b"II" else ">"
+    try:
+        for tag, kind, n, at in _tiff_entries(tiff):
+            if kind == 3:
+                out.setdefault(tag, (struct.unpack(order + "H", tiff[at : at + 2])[0], at, n))
+    except struct.error:
+        pass  # truncated: the entries read so far
     return out
 
 
@@ -408,17 +454,10 @@ def _strip_exif_header(b: bytes) -> bytes:
 def exif_orientation(data: bytes) -> int:
     """The EXIF orientation (1..8) of an encoded JPEG, PNG, WebP or TIFF file; 1 if none."""
     try:
-        if data[:2] == b"\xff\xd8":  # JPEG: walk the marker segments up to the scan
-            pos = 2
-            while pos + 4 <= len(data) and data[pos] == 0xFF:
-                marker = data[pos + 1]
-                if marker in (0xDA, 0xD9):
-                    break
-                (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
-                seg = data[pos + 4 : pos + 2 + length]
-                if marker == 0xE1 and seg.startswith(b"Exif\x00\x00"):
-                    return _tiff_orientation(seg[6:])
-                pos += 2 + length
+        if data[:2] == b"\xff\xd8":
+            for marker, at, end in _jpeg_segments(data):
+                if marker == 0xE1 and data[at : at + 6] == b"Exif\x00\x00":
+                    return _tiff_orientation(data[at + 6 : end])
         elif data[:8] == _PNG_SIGNATURE:
             for kind, chunk in _png_header_chunks(data):
                 if kind == b"eXIf":
@@ -465,17 +504,165 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
         w, h = struct.unpack(">II", head[16:24])
         size = (h, w)
     elif head[:2] == b"\xff\xd8":
-        pos = 2
-        while pos + 9 <= len(head) and head[pos] == 0xFF:
-            marker = head[pos + 1]
-            (length,) = struct.unpack(">H", head[pos + 2 : pos + 4])
-            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-                h, w = struct.unpack(">HH", head[pos + 5 : pos + 9])
-                size = (h, w)
+        for marker, at, end in _jpeg_segments(head):
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and end <= len(head):
+                size = struct.unpack(">HH", head[at + 1 : at + 5])  # frame header: precision, height, width
                 break
-            pos += 2 + length
     if size is None or min(size) == 0:
         return read_image(path).shape[:2]  # other formats, or a header we could not follow
     if exif_orientation(head) in (5, 6, 7, 8):
         size = (size[1], size[0])
     return size
+
+
+# --- ICC colour profiles -------------------------------------------------------------------------
+# Phone and camera photos are often Display P3 or Adobe RGB. The model works on the numbers as
+# stored, so the output's numbers are in the input's colour space; written without the profile
+# (OpenCV writes none) a viewer takes them for sRGB and the colours come out muted. The profile
+# is read from the input's bytes and spliced into the output file after encoding.
+
+_ICC_TIFF_TAG = 34675
+_ICC_JPEG_HEADER = b"ICC_PROFILE\x00"
+_ICC_JPEG_CHUNK = 65519  # an APP2 segment's 65533 data bytes less the header, sequence and count
+
+
+def _icc_ok(profile: bytes | None) -> bytes | None:
+    """The profile if its header holds together (stated size, 'acsp' signature), else None."""
+    if profile is None or len(profile) < 128 or profile[36:40] != b"acsp":
+        return None
+    return profile if struct.unpack(">I", profile[:4])[0] == len(profile) else None
+
+
+def icc_colour_space(profile: bytes) -> str:
+    """The colour space a profile describes ('RGB', 'GRAY', 'CMYK', ...), from its header."""
+    return profile[16:20].decode("latin-1").strip()
+
+
+def icc_profile(data: bytes) -> bytes | None:
+    """The ICC profile embedded in an encoded PNG, JPEG, WebP or TIFF file, or None."""
+    try:
+        if data[:2] == b"\xff\xd8":
+            parts: dict[int, bytes] = {}
+            for marker, at, end in _jpeg_segments(data):
+                if marker == 0xE2 and data[at : at + 12] == _ICC_JPEG_HEADER:
+                    parts[data[at + 12]] = data[at + 14 : end]
+            return _icc_ok(b"".join(parts[k] for k in sorted(parts))) if parts else None
+        if data[:8] == _PNG_SIGNATURE:
+            for kind, chunk in _png_header_chunks(data):
+                if kind == b"iCCP":
+                    name_end = chunk.index(b"\x00")
+                    return _icc_ok(zlib.decompress(chunk[name_end + 2 :]))
+            return None
+        for kind, at, size in _webp_chunks(data):
+            if kind == b"ICCP":
+                return _icc_ok(data[at : at + size])
+        if data[:4] in _TIFF_MAGIC:
+            order = "<" if data[:2] == b"II" else ">"
+            for tag, kind, count, field_at in _tiff_entries(data):
+                if tag == _ICC_TIFF_TAG and kind in (1, 7):  # BYTE or UNDEFINED
+                    at = field_at if count <= 4 else struct.unpack(order + "I", data[field_at : field_at + 4])[0]
+                    return _icc_ok(data[at : at + count])
+    except (struct.error, ValueError, IndexError, zlib.error):
+        pass  # a damaged profile is no profile; the pixels are still read
+    return None
+
+
+def _jpeg_segments(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """(marker, data start, data end) of a JPEG's marker segments before the first scan."""
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker in (0xDA, 0xD9):
+            return
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        yield marker, pos + 4, pos + 2 + length
+        pos += 2 + length
+
+
+def _tiff_entries(tiff: bytes) -> Iterator[tuple[int, int, int, int]]:
+    """(tag, type, count, offset of the value field) of each entry of a classic TIFF's first IFD."""
+    order = "<" if tiff[:2] == b"II" else ">"
+    if struct.unpack(order + "H", tiff[2:4])[0] != 42:
+        return  # BigTIFF has another entry layout
+    (ifd,) = struct.unpack(order + "I", tiff[4:8])
+    (count,) = struct.unpack(order + "H", tiff[ifd : ifd + 2])
+    for at in range(ifd + 2, min(ifd + 2 + 12 * count, len(tiff) - 11), 12):
+        tag, kind, n = struct.unpack(order + "HHI", tiff[at : at + 8])
+        yield tag, kind, n, at + 8
+
+
+def icc_fits(profile: bytes, channels: int) -> bool:
+    """Whether a profile can describe an image of `channels` channels (gray or colour, alpha aside)."""
+    return icc_colour_space(profile) == ("GRAY" if channels in (1, 2) else "RGB")
+
+
+def _embed_icc(name: str, ext: str, profile: bytes, shape: tuple[int, ...]) -> None:
+    """Splice `profile` into the image file `name` (as encoded by OpenCV or our PNG writer)."""
+    if ext in (".tif", ".tiff"):
+        _embed_icc_tiff(name, profile)
+        return
+    with open(name, "rb") as f:
+        head = f.read(64)
+        if ext == ".png":  # iCCP goes before the image data; right after IHDR is always right
+            cut = resume = 33
+            insert = _png_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(profile, 9))
+        elif ext in (".jpg", ".jpeg"):  # APP2 segments after SOI and the JFIF APP0 that must lead
+            cut = resume = 2 + (2 + struct.unpack(">H", head[4:6])[0] if head[2:4] == b"\xff\xe0" else 0)
+            parts = [profile[i : i + _ICC_JPEG_CHUNK] for i in range(0, len(profile), _ICC_JPEG_CHUNK)]
+            insert = b"".join(
+                b"\xff\xe2" + struct.pack(">H", 2 + 14 + len(p)) + _ICC_JPEG_HEADER + bytes([i + 1, len(parts)]) + p
+                for i, p in enumerate(parts)
+            )
+        elif ext == ".webp":
+            cut, resume, insert = _webp_icc_insert(head, profile, shape)
+        else:
+            return  # BMP: OpenCV writes no V5 header, the only kind with a profile
+        f.seek(resume)
+        with open(name + ".icc", "wb") as out:
+            out.write(head[:cut] + insert)
+            shutil.copyfileobj(f, out, 1 << 20)
+    if ext == ".webp":  # the RIFF size covers everything after its first 8 bytes
+        with open(name + ".icc", "r+b") as out:
+            size = out.seek(0, os.SEEK_END)
+            out.seek(4)
+            out.write(struct.pack("<I", size - 8))
+    os.replace(name + ".icc", name)
+
+
+def _webp_icc_insert(head: bytes, profile: bytes, shape: tuple[int, ...]) -> tuple[int, int, bytes]:
+    """Where a WebP's bytes are cut, where they resume, and what goes between: a VP8X chunk with
+    the ICC flag set (the file's own, or a new one for a simple WebP), then the ICCP chunk."""
+    iccp = b"ICCP" + struct.pack("<I", len(profile)) + profile + b"\x00" * (len(profile) & 1)
+    if head[12:16] == b"VP8X":  # already extended (lossy with alpha): set the ICC flag, then ICCP
+        vp8x = bytes([head[20] | 0x20]) + head[21:30]
+        return 12, 30, b"VP8X" + struct.pack("<I", 10) + vp8x + iccp
+    h, w = shape[:2]
+    alpha = 0x10 if len(shape) == 3 and shape[2] in (2, 4) else 0
+    vp8x = bytes([0x20 | alpha, 0, 0, 0]) + (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little")
+    return 12, 12, b"VP8X" + struct.pack("<I", 10) + vp8x + iccp
+
+
+def _embed_icc_tiff(name: str, profile: bytes) -> None:
+    """Append the profile and a copy of the first IFD with the ICC tag added, and point the
+    header at the copy; the old IFD stays as unreferenced bytes. Nothing is moved."""
+    with open(name, "r+b") as f:
+        f.seek(0)
+        header = f.read(8)
+        order = "<" if header[:2] == b"II" else ">"
+        if header[:4] not in _TIFF_MAGIC:
+            return  # BigTIFF (only for images over 4 GB): left without a profile
+        (ifd,) = struct.unpack(order + "I", header[4:8])
+        f.seek(ifd)
+        (count,) = struct.unpack(order + "H", f.read(2))
+        entries = [f.read(12) for _ in range(count)]
+        next_ifd = f.read(4)
+        end = f.seek(0, os.SEEK_END)
+        profile_at = end + (end & 1)  # TIFF offsets are word-aligned
+        ifd_at = profile_at + len(profile) + (len(profile) & 1)
+        icc = struct.pack(order + "HHII", _ICC_TIFF_TAG, 7, len(profile), profile_at)
+        entries = sorted([e for e in entries if struct.unpack(order + "H", e[:2])[0] != _ICC_TIFF_TAG] + [icc],
+                         key=lambda e: struct.unpack(order + "H", e[:2])[0])  # tags must ascend
+        f.write(b"\x00" * (profile_at - end) + profile + b"\x00" * (ifd_at - profile_at - len(profile)))
+        f.write(struct.pack(order + "H", len(entries)) + b"".join(entries) + next_ifd)
+        f.seek(4)
+        f.write(struct.pack(order + "I", ifd_at))

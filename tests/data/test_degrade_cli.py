@@ -128,3 +128,12 @@ def test_the_stale_file_check_never_hides_the_run_s_own_errors(tmp_path, capsys)
     assert main(["degrade", str(tmp_path / "hr"), str(tmp_path / "lr2"), "--workers", "0"]) == 1
     err = capsys.readouterr().err
     assert f"error: {tmp_path / 'hr' / 'c.png'}" in err and "no such folder" not in err
+
+
+def test_degrade_keeps_the_hr_colour_profile(tmp_path):
+    from esrforge.images import read_image_and_profile
+    from tests.test_images import icc
+
+    write_image(tmp_path / "hr" / "p3.png", photo_like(32, 32), icc_profile=icc(extra=500))
+    assert main(["degrade", str(tmp_path / "hr"), str(tmp_path / "lr"), "--scale", "2", "--workers", "0", "-q"]) == 0
+    assert read_image_and_profile(tmp_path / "lr" / "p3.png")[1] == icc(extra=500)
