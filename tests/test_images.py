@@ -800,3 +800,22 @@ def test_a_damaged_profile_in_a_file_is_no_profile_and_the_pixels_still_read(tmp
     back, profile = images.read_image_and_profile(tmp_path / "d.png")
     assert profile is None
     np.testing.assert_array_equal(back, img)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("c", [2, 4])
+def test_rgba_tiff_says_its_fourth_sample_is_straight_alpha(tmp_path: Path, c: int, dtype) -> None:
+    # Without ExtraSamples, libtiff (GIMP), Photoshop and others take the fourth sample for an
+    # unnamed extra channel, not transparency.
+    img = photo_like(6, 7, c, dtype=np.uint8).astype(dtype)
+    if dtype == np.float32:
+        img /= 255
+    write_image(tmp_path / "a.tiff", img)
+    tags = images._tiff_short_tags((tmp_path / "a.tiff").read_bytes())
+    assert tags[images._TIFF_EXTRA_SAMPLES][0] == 2 and tags[images._TIFF_SAMPLES_PER_PIXEL][0] == 4
+    expected = img if c == 4 else np.concatenate([img[:, :, :1]] * 3 + [img[:, :, 1:]], axis=2)
+    np.testing.assert_array_equal(read_image(tmp_path / "a.tiff"), expected)  # not premultiplied on the way back
+    if dtype != np.float32:  # Pillow reads no float RGBA TIFF at all
+        pil = pytest.importorskip("PIL.Image")
+        with pil.open(tmp_path / "a.tiff") as im:
+            assert im.mode == "RGBA" and im.tag_v2.get(images._TIFF_EXTRA_SAMPLES) == (2,)

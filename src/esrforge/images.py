@@ -206,6 +206,19 @@ def write_image(
     stored = channels + 2 if channels in (1, 2) and ext == ".webp" else 4 if channels == 2 and ext != ".png" else channels
     profile = _profile_to_embed(path, icc_profile, stored)
     shape = img.shape
+
+    def finish(tmp: str) -> None:
+        """What OpenCV's encoders leave out: the colour profile, and the TIFF tag saying that a
+        fourth sample is alpha (straight, not premultiplied); without it other programs take it
+        for an unnamed extra channel."""
+        if ext in (".tif", ".tiff"):
+            tags: list[tuple[int, int, bytes | tuple[int, ...]]] = [(_ICC_TIFF_TAG, 7, profile)] if profile else []
+            if stored == 4:
+                tags.append((_TIFF_EXTRA_SAMPLES, 3, (2,)))  # 2: unassociated alpha
+            if tags:
+                _tiff_set_tags(tmp, tags)
+        elif profile:
+            _embed_icc(tmp, ext, profile, shape)
     own = False  # whether `img` is our own copy, which may then be converted in place
     if img.dtype == np.float32 and ext not in (".tif", ".tiff"):  # TIFF stores 32-bit float as is
         f = np.clip(img, 0, 1)
@@ -222,8 +235,7 @@ def write_image(
                 raise ImageError(f"{path}: cannot write a {img.dtype} image of shape {img.shape} as PNG")
             def write_png(tmp: str) -> None:
                 _write_gray_alpha_png(tmp, img)
-                if profile:
-                    _embed_icc(tmp, ext, profile, shape)
+                finish(tmp)
 
             atomic_save(path, write_png)
             return
@@ -252,8 +264,7 @@ def write_image(
                 ok = False
             if ok:
                 os.replace(named, tmp)
-                if profile:
-                    _embed_icc(tmp, ext, profile, shape)
+                finish(tmp)
                 return
         finally:
             Path(named).unlink(missing_ok=True)
@@ -266,8 +277,7 @@ def write_image(
         if not ok:
             raise ImageError(f"{path}: encoding as {ext} failed")
         buf.tofile(tmp)  # the array itself: buf.tobytes() would be another copy of the file
-        if profile:
-            _embed_icc(tmp, ext, profile, shape)
+        finish(tmp)
 
     atomic_save(path, encode_into)
 
@@ -597,10 +607,7 @@ def icc_fits(profile: bytes, channels: int) -> bool:
 
 
 def _embed_icc(name: str, ext: str, profile: bytes, shape: tuple[int, ...]) -> None:
-    """Splice `profile` into the image file `name` (as encoded by OpenCV or our PNG writer)."""
-    if ext in (".tif", ".tiff"):
-        _embed_icc_tiff(name, profile)
-        return
+    """Splice `profile` into the PNG, JPEG or WebP file `name` (as encoded by OpenCV or our PNG writer)."""
     with open(name, "rb") as f:
         head = f.read(64)
         if ext == ".png":  # iCCP goes before the image data; right after IHDR is always right
@@ -642,27 +649,35 @@ def _webp_icc_insert(head: bytes, profile: bytes, shape: tuple[int, ...]) -> tup
     return 12, 12, b"VP8X" + struct.pack("<I", 10) + vp8x + iccp
 
 
-def _embed_icc_tiff(name: str, profile: bytes) -> None:
-    """Append the profile and a copy of the first IFD with the ICC tag added, and point the
-    header at the copy; the old IFD stays as unreferenced bytes. Nothing is moved."""
+def _tiff_set_tags(name: str, tags: list[tuple[int, int, bytes | tuple[int, ...]]]) -> None:
+    """Add or replace (tag, type, value) entries of a classic TIFF's first IFD; value is bytes for
+    type 7 (UNDEFINED) and SHORTs for type 3. A copy of the IFD with the entries is appended, after
+    any values too long to sit in an entry, and the header pointed at it; the old IFD stays as
+    unreferenced bytes. The image data is not moved."""
     with open(name, "r+b") as f:
-        f.seek(0)
         header = f.read(8)
-        order = "<" if header[:2] == b"II" else ">"
         if header[:4] not in _TIFF_MAGIC:
-            return  # BigTIFF (only for images over 4 GB): left without a profile
+            return  # BigTIFF (OpenCV writes it only for images over 4 GB): left as it is
+        order = "<" if header[:2] == b"II" else ">"
         (ifd,) = struct.unpack(order + "I", header[4:8])
         f.seek(ifd)
         (count,) = struct.unpack(order + "H", f.read(2))
-        entries = [f.read(12) for _ in range(count)]
+        entries = {struct.unpack(order + "H", e[:2])[0]: e for e in (f.read(12) for _ in range(count))}
         next_ifd = f.read(4)
-        end = f.seek(0, os.SEEK_END)
-        profile_at = end + (end & 1)  # TIFF offsets are word-aligned
-        ifd_at = profile_at + len(profile) + (len(profile) & 1)
-        icc = struct.pack(order + "HHII", _ICC_TIFF_TAG, 7, len(profile), profile_at)
-        entries = sorted([e for e in entries if struct.unpack(order + "H", e[:2])[0] != _ICC_TIFF_TAG] + [icc],
-                         key=lambda e: struct.unpack(order + "H", e[:2])[0])  # tags must ascend
-        f.write(b"\x00" * (profile_at - end) + profile + b"\x00" * (ifd_at - profile_at - len(profile)))
-        f.write(struct.pack(order + "H", len(entries)) + b"".join(entries) + next_ifd)
-        f.seek(4)
+        at = f.seek(0, os.SEEK_END)
+        tail = b""
+        for tag, kind, value in tags:
+            data = value if isinstance(value, bytes) else struct.pack(order + "H" * len(value), *value)
+            n = len(data) // (2 if kind == 3 else 1)
+            if len(data) <= 4:  # fits in the entry itself
+                entries[tag] = struct.pack(order + "HHI", tag, kind, n) + data.ljust(4, b"\x00")
+                continue
+            pad = (at + len(tail)) & 1  # TIFF offsets are word-aligned
+            tail += b"\x00" * pad
+            entries[tag] = struct.pack(order + "HHII", tag, kind, n, at + len(tail))
+            tail += data
+        tail += b"\x00" * ((at + len(tail)) & 1)
+        ifd_at = at + len(tail)
+        f.write(tail + struct.pack(order + "H", len(entries)) + b"".join(entries[t] for t in sorted(entries)) + next_ifd)
+        f.seek(4)  # tags ascend, as TIFF requires, in the copy
         f.write(struct.pack(order + "I", ifd_at))
