@@ -156,25 +156,41 @@ def test_lossless_webp_stays_lossless_and_lossless_asks_for_it(tmp_path: Path, n
 
 
 def test_colour_profile_of_the_input_is_carried_to_the_output(tmp_path: Path, near4: Path, capsys) -> None:
-    from esrforge.images import read_image_and_profile
+    from esrforge.images import ImageMetadata, read_image_and_metadata
     from tests.test_images import icc
 
     p3 = icc(extra=1000)  # a wide-gamut photo's numbers mean other colours than sRGB's
     img = photo_like(H, W)
-    write_image(tmp_path / "in.jpg", img, icc_profile=p3)
+    write_image(tmp_path / "in.jpg", img, metadata=ImageMetadata(icc_profile=p3))
     write_image(tmp_path / "plain.png", img)
     for fmt in ("png", "jpg", "webp", "tiff"):
         assert upscale(tmp_path / "in.jpg", "-o", tmp_path / f"out.{fmt}", "-m", near4) == 0
-        assert read_image_and_profile(tmp_path / f"out.{fmt}")[1] == p3
+        assert read_image_and_metadata(tmp_path / f"out.{fmt}")[1].icc_profile == p3
     assert upscale(tmp_path / "plain.png", "-o", tmp_path / "plain_out.png", "-m", near4) == 0
-    assert read_image_and_profile(tmp_path / "plain_out.png")[1] is None  # none is made up
+    assert read_image_and_metadata(tmp_path / "plain_out.png")[1].icc_profile is None  # none is made up
     pil = pytest.importorskip("PIL.Image")  # a print shop's CMYK JPEG: read as RGB, which its profile cannot describe
     pil.fromarray(img).convert("CMYK").save(tmp_path / "cmyk.jpg", icc_profile=icc(b"CMYK"))
     capsys.readouterr()
     assert main(["upscale", str(tmp_path / "cmyk.jpg"), "-o", str(tmp_path / "cmyk.png"), "-m", str(near4), "--precision", "fp32"]) == 0
     err = capsys.readouterr().err
     assert "cmyk.png: written without the CMYK colour profile, which does not describe RGB images" in err
-    assert read_image_and_profile(tmp_path / "cmyk.png")[1] is None and read_image(tmp_path / "cmyk.png").shape == (4 * H, 4 * W, 3)
+    assert read_image_and_metadata(tmp_path / "cmyk.png")[1].icc_profile is None and read_image(tmp_path / "cmyk.png").shape == (4 * H, 4 * W, 3)
+
+
+def test_exif_is_kept_and_strip_metadata_drops_all_but_the_colour_profile(tmp_path: Path, near4: Path) -> None:
+    from esrforge.images import ImageMetadata, _exif_upright, read_image_and_metadata
+    from tests.test_images import camera_jpeg, icc
+
+    camera_jpeg(tmp_path / "cam.jpg", photo_like(H, W))
+    exif = read_image_and_metadata(tmp_path / "cam.jpg")[1].exif
+    img = read_image(tmp_path / "cam.jpg")
+    write_image(tmp_path / "in.jpg", img, metadata=ImageMetadata(icc_profile=icc(), exif=exif))
+    assert upscale(tmp_path / "in.jpg", "-o", tmp_path / "kept.jpg", "-m", near4) == 0
+    kept = read_image_and_metadata(tmp_path / "kept.jpg")[1]
+    assert kept.icc_profile == icc() and kept.exif is not None and b"2020:01:02 03:04:05" in kept.exif
+    assert upscale(tmp_path / "in.jpg", "-o", tmp_path / "stripped.jpg", "-m", near4, "--strip-metadata") == 0
+    assert read_image_and_metadata(tmp_path / "stripped.jpg")[1] == ImageMetadata(icc_profile=icc())
+    assert _exif_upright(exif) == exif  # orientation 1 stays as it was
 
 
 def test_glob_input(tmp_path: Path, near4: Path) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from esrforge import images
-from esrforge.images import IMAGE_SUFFIXES, ImageError, apply_orientation, exif_orientation, read_image, write_image
+from esrforge.images import IMAGE_SUFFIXES, ImageError, ImageMetadata, apply_orientation, exif_orientation, read_image, write_image
 from esrforge.modelio import files as model_files
 
 from tests.conftest import photo_like
@@ -723,15 +723,16 @@ def test_infinities_are_clipped_and_nans_zeroed_as_the_warning_says(tmp_path: Pa
 # --- ICC colour profiles ---------------------------------------------------------------------------
 
 
-def icc(space: bytes = b"RGB ", extra: int = 0) -> bytes:
-    """A structurally valid ICC profile header (no tags) for `space`, padded by `extra` bytes."""
+def icc(space: bytes = b"RGB ", extra: int = 256) -> bytes:
+    """A structurally valid ICC profile (header, D50 illuminant, no tags) for `space`, padded by
+    `extra` bytes (libpng checks the header and calls shorter ones "too short")."""
     size = 132 + extra
     header = struct.pack(">I", size) + b"none" + b"\x04\x40\x00\x00" + b"mntr" + space + b"XYZ " + bytes(12)
-    header += b"acsp" + bytes(128 - 40)
+    header += b"acsp" + bytes(68 - 40) + struct.pack(">3I", 0xF6D6, 0x10000, 0xD32D) + bytes(128 - 80)
     return header + bytes(4) + bytes(range(256)) * (extra // 256) + bytes(extra % 256)  # tag count 0
 
 
-@pytest.mark.parametrize("extra", [0, 200_000])  # 200 KB: four APP2 segments in a JPEG
+@pytest.mark.parametrize("extra", [256, 200_000])  # 200 KB: four APP2 segments in a JPEG
 @pytest.mark.parametrize("ext", [".png", ".jpg", ".webp", ".tiff"])
 @pytest.mark.parametrize("c", [3, 4])
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
@@ -740,12 +741,13 @@ def test_icc_profile_is_written_into_every_format_and_read_back(tmp_path: Path, 
         return
     profile = icc(extra=extra)
     img = photo_like(20, 30, c, dtype=dtype)
-    write_image(tmp_path / f"with{ext}", img, icc_profile=profile)
+    write_image(tmp_path / f"with{ext}", img, metadata=ImageMetadata(icc_profile=profile))
     write_image(tmp_path / f"without{ext}", img)
-    back, got = images.read_image_and_profile(tmp_path / f"with{ext}")
+    back, meta = images.read_image_and_metadata(tmp_path / f"with{ext}")
+    got = meta.icc_profile
     assert got == profile
     np.testing.assert_array_equal(back, read_image(tmp_path / f"without{ext}"))  # the pixels are untouched
-    assert images.read_image_and_profile(tmp_path / f"without{ext}")[1] is None
+    assert images.read_image_and_metadata(tmp_path / f"without{ext}")[1].icc_profile is None
     assert partials(tmp_path) == [] and sorted(p.name for p in tmp_path.iterdir()) == [f"with{ext}", f"without{ext}"]
     pil = pytest.importorskip("PIL.Image")  # another decoder finds the profile where it belongs
     with pil.open(tmp_path / f"with{ext}") as im:
@@ -760,12 +762,12 @@ def test_icc_profile_on_gray_and_gray_alpha(tmp_path: Path, ext) -> None:
         path = tmp_path / f"g{c}{ext}"
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            write_image(path, img, icc_profile=icc(b"GRAY"))
+            write_image(path, img, metadata=ImageMetadata(icc_profile=icc(b"GRAY")))
         if c == 2 and ext == ".tiff":  # stored as RGBA, which a gray profile cannot describe
-            assert images.read_image_and_profile(path)[1] is None
+            assert images.read_image_and_metadata(path)[1].icc_profile is None
             assert "written without the GRAY colour profile, which does not describe RGB images" in str(caught[0].message)
         else:
-            assert images.read_image_and_profile(path)[1] == icc(b"GRAY") and not caught
+            assert images.read_image_and_metadata(path)[1].icc_profile == icc(b"GRAY") and not caught
 
 
 @pytest.mark.parametrize("kind", ["png", "jpg", "webp", "webp-lossless", "tiff", "tiff-lzw"])
@@ -776,18 +778,19 @@ def test_icc_profile_is_read_from_files_other_programs_write(tmp_path: Path, kin
     path = tmp_path / f"in.{ext}"
     options = {"lossless": True} if variant == "lossless" else {"compression": "tiff_lzw"} if variant else {}
     pil.fromarray(photo_like(20, 30)).save(path, icc_profile=profile, **options)
-    img, got = images.read_image_and_profile(path)
+    img, meta = images.read_image_and_metadata(path)
+    got = meta.icc_profile
     assert got == profile and img.shape == (20, 30, 3)
 
 
 def test_a_profile_that_does_not_fit_the_image_is_left_out_with_a_warning(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match=r"out\.png: written without the CMYK colour profile, which does not describe RGB images"):
-        write_image(tmp_path / "out.png", photo_like(8, 8), icc_profile=icc(b"CMYK"))
-    assert images.read_image_and_profile(tmp_path / "out.png")[1] is None
+        write_image(tmp_path / "out.png", photo_like(8, 8), metadata=ImageMetadata(icc_profile=icc(b"CMYK")))
+    assert images.read_image_and_metadata(tmp_path / "out.png")[1].icc_profile is None
     with pytest.warns(UserWarning, match="GRAY colour profile, which does not describe RGB images"):  # WebP has no gray
-        write_image(tmp_path / "gray.webp", photo_like(8, 8, 1), icc_profile=icc(b"GRAY"))
+        write_image(tmp_path / "gray.webp", photo_like(8, 8, 1), metadata=ImageMetadata(icc_profile=icc(b"GRAY")))
     with pytest.raises(ImageError, match=r"bad\.png: the icc_profile given is not an ICC profile"):
-        write_image(tmp_path / "bad.png", photo_like(8, 8), icc_profile=b"not a profile" * 20)
+        write_image(tmp_path / "bad.png", photo_like(8, 8), metadata=ImageMetadata(icc_profile=b"not a profile" * 20))
     assert not (tmp_path / "bad.png").exists()
 
 
@@ -797,7 +800,8 @@ def test_a_damaged_profile_in_a_file_is_no_profile_and_the_pixels_still_read(tmp
     damaged = png_chunk(b"iCCP", b"icc\x00\x00" + b"not zlib data")
     data = png.tobytes()[:33] + damaged + png.tobytes()[33:]
     (tmp_path / "d.png").write_bytes(data)
-    back, profile = images.read_image_and_profile(tmp_path / "d.png")
+    back, meta = images.read_image_and_metadata(tmp_path / "d.png")
+    profile = meta.icc_profile
     assert profile is None
     np.testing.assert_array_equal(back, img)
 
@@ -819,3 +823,55 @@ def test_rgba_tiff_says_its_fourth_sample_is_straight_alpha(tmp_path: Path, c: i
         pil = pytest.importorskip("PIL.Image")
         with pil.open(tmp_path / "a.tiff") as im:
             assert im.mode == "RGBA" and im.tag_v2.get(images._TIFF_EXTRA_SAMPLES) == (2,)
+
+
+def camera_jpeg(path: Path, img: np.ndarray, orientation: int = 1) -> None:
+    """A JPEG as a camera writes it: EXIF with make, date taken, pixel dimensions, orientation."""
+    pil = pytest.importorskip("PIL.Image")
+    exif = pil.Exif()
+    exif[0x0112], exif[0x010F] = orientation, "esrcam"
+    sub = exif.get_ifd(0x8769)
+    sub[0x9003], sub[0xA002], sub[0xA003] = "2020:01:02 03:04:05", img.shape[1], img.shape[0]
+    pil.fromarray(img).save(path, exif=exif, quality=95)
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".webp"])
+def test_exif_is_carried_over_upright_with_the_new_size(tmp_path: Path, ext: str) -> None:
+    pil = pytest.importorskip("PIL.Image")
+    camera_jpeg(tmp_path / "in.jpg", photo_like(20, 30), orientation=6)  # stored sideways
+    img, meta = images.read_image_and_metadata(tmp_path / "in.jpg")
+    assert img.shape == (30, 20, 3)  # turned upright on reading
+    big = np.repeat(np.repeat(img, 2, axis=0), 2, axis=1)
+    write_image(tmp_path / f"out{ext}", big, metadata=meta)
+    with pil.open(tmp_path / f"out{ext}") as im:
+        exif = im.getexif()
+        sub = exif.get_ifd(0x8769)
+        assert im.size == (40, 60)
+        assert exif[0x0112] == 1  # a viewer must not turn the upright pixels again
+        assert exif[0x010F] == "esrcam" and sub[0x9003] == "2020:01:02 03:04:05"
+        assert (sub[0xA002], sub[0xA003]) == (40, 60)
+    np.testing.assert_array_equal(read_image(tmp_path / f"out{ext}").shape, big.shape)  # and esrforge does not either
+
+
+def test_png_text_is_carried_to_png_outputs_only(tmp_path: Path) -> None:
+    pil = pytest.importorskip("PIL.Image")
+    png_plugin = pytest.importorskip("PIL.PngImagePlugin")
+    info = png_plugin.PngInfo()
+    info.add_text("parameters", "a lighthouse at dusk, Steps: 20, Sampler: Euler a")
+    info.add_itxt("Comment", "ünïcode", zip=True)
+    pil.fromarray(photo_like(20, 30)).save(tmp_path / "in.png", pnginfo=info)
+    img, meta = images.read_image_and_metadata(tmp_path / "in.png")
+    write_image(tmp_path / "out.png", img, metadata=meta)
+    with pil.open(tmp_path / "out.png") as im:
+        im.load()
+        assert im.text == {"parameters": "a lighthouse at dusk, Steps: 20, Sampler: Euler a", "Comment": "ünïcode"}
+    write_image(tmp_path / "out.jpg", img, metadata=meta)
+    assert images.read_image_and_metadata(tmp_path / "out.jpg")[1] == ImageMetadata()
+
+
+def test_an_exif_block_too_large_for_jpeg_is_left_out_with_a_warning(tmp_path: Path) -> None:
+    exif = b"MM\x00*\x00\x00\x00\x08\x00\x00" + bytes(70_000)  # an empty IFD, then a large maker note, say
+    with pytest.warns(UserWarning, match=r"big\.jpg: written without its EXIF block \(70010 bytes; a JPEG holds at most 65527\)"):
+        write_image(tmp_path / "big.jpg", photo_like(8, 8), metadata=ImageMetadata(exif=exif))
+    write_image(tmp_path / "big.png", photo_like(8, 8), metadata=ImageMetadata(exif=exif))  # PNG chunks can hold it
+    assert images.read_image_and_metadata(tmp_path / "big.png")[1].exif == exif

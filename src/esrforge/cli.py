@@ -266,12 +266,19 @@ def _report(path: Path, e: BaseException) -> None:
 
 
 def upscale_jobs(
-    jobs: Sequence[Job], up: Upscaler, *, quiet: bool = False, quality: int | None = None, lossless: bool = False
+    jobs: Sequence[Job],
+    up: Upscaler,
+    *,
+    quiet: bool = False,
+    quality: int | None = None,
+    lossless: bool = False,
+    strip_metadata: bool = False,
 ) -> tuple[int, int]:
     """Upscale each job's image; returns (written, failed). Errors are reported and skipped.
 
     WebP is written lossless with `lossless`, or when the input was a lossless WebP and no
-    `quality` was asked for; otherwise at `quality` (default 95).
+    `quality` was asked for; otherwise at `quality` (default 95). Each output gets its input's
+    colour profile, EXIF and PNG text (the profile alone with `strip_metadata`).
 
     While the model runs on one image, a reader thread decodes the next one and a writer thread
     encodes the previous result (cv2 and torch release the GIL), so a fast model on a GPU is not
@@ -285,7 +292,7 @@ def upscale_jobs(
     import torch
     from tqdm import tqdm
 
-    from esrforge.images import NO_ALPHA_SUFFIXES, ImageError, read_image_and_profile, webp_is_lossless, write_image
+    from esrforge.images import NO_ALPHA_SUFFIXES, ImageError, read_image_and_metadata, webp_is_lossless, write_image
     from esrforge.infer.device import free_memory_bytes
 
     # reported; the run goes on (cv2.error: OpenCV refusing a size, such as an absurd --outscale)
@@ -311,15 +318,15 @@ def upscale_jobs(
     bar = tqdm(jobs, unit="img", disable=not bars or len(jobs) < 2, dynamic_ncols=True)
     with ThreadPoolExecutor(1, thread_name_prefix="esrforge-read") as reader, \
             ThreadPoolExecutor(1, thread_name_prefix="esrforge-write") as writer:
-        nxt = reader.submit(read_image_and_profile, jobs[0].src) if jobs else None
+        nxt = reader.submit(read_image_and_metadata, jobs[0].src) if jobs else None
         try:
             for i, job in enumerate(bar):
-                cur, nxt = nxt, (reader.submit(read_image_and_profile, jobs[i + 1].src) if i + 1 < len(jobs) else None)
+                cur, nxt = nxt, (reader.submit(read_image_and_metadata, jobs[i + 1].src) if i + 1 < len(jobs) else None)
                 if pending is not None and pending[2] * 4 > free_memory_bytes(torch.device("cpu")):
                     finish_write()
                 try:
                     assert cur is not None
-                    img, profile = cur.result()
+                    img, meta = cur.result()
                     ext = job.dst.suffix.lower()
                     if img.ndim == 3 and img.shape[2] in (2, 4) and ext in NO_ALPHA_SUFFIXES:  # before the model runs
                         raise ImageError(f"{job.dst}: {ext} cannot store the alpha channel of {job.src}; use png, webp or tiff")
@@ -333,7 +340,8 @@ def upscale_jobs(
                     continue
                 finish_write()
                 keep = lossless or (quality is None and job.src.suffix.lower() == ".webp" and webp_is_lossless(job.src))
-                write = functools.partial(write_image, quality=quality or 95, lossless=keep, icc_profile=profile)
+                meta = meta.colour_only() if strip_metadata else meta
+                write = functools.partial(write_image, quality=quality or 95, lossless=keep, metadata=meta)
                 pending = (job, writer.submit(write, job.dst, result), result.nbytes)
                 del img, result  # the writer holds the result until written; then it can go
         finally:  # also when an error or Ctrl-C ends the run: the write in flight finishes and is reported
@@ -350,6 +358,7 @@ def upscale(
     fmt: str = "same",
     quality: int | None = None,
     lossless: bool = False,
+    strip_metadata: bool = False,
     overwrite: bool = False,
     tile: int | str = "auto",
     seamless: str | None = None,
@@ -391,7 +400,7 @@ def upscale(
         else:
             todo.append(job)
     t0 = time.perf_counter()
-    done, errors = upscale_jobs(todo, up, quiet=quiet, quality=quality, lossless=lossless)
+    done, errors = upscale_jobs(todo, up, quiet=quiet, quality=quality, lossless=lossless, strip_metadata=strip_metadata)
     failed += errors
     if not quiet:
         took = f" in {time.perf_counter() - t0:.1f} s" if done else ""
@@ -528,6 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quality", type=_quality_arg, default=None,
                    help="JPEG and WebP quality, 1-100 (default 95; a lossless WebP input stays lossless unless this is given)")
     s.add_argument("--lossless", action="store_true", help="write WebP lossless (PNG and TIFF always are)")
+    s.add_argument("--strip-metadata", action="store_true",
+                   help="leave out the inputs' EXIF and PNG text (kept by default; the colour profile is always kept, "
+                        "since without it the colours change)")
     g = s.add_mutually_exclusive_group()
     s.set_defaults(overwrite=False)
     g.add_argument("--skip-existing", dest="overwrite", action="store_false", help="keep existing outputs (default)")

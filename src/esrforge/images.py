@@ -15,6 +15,7 @@ import struct
 import warnings
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -86,12 +87,13 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     return _read(Path(path))[0]
 
 
-def read_image_and_profile(path: str | os.PathLike[str]) -> tuple[np.ndarray, bytes | None]:
-    """`read_image`, and the file's embedded ICC colour profile (None if it has none).
+def read_image_and_metadata(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageMetadata]:
+    """`read_image`, and the file's colour profile, EXIF and PNG text (see ImageMetadata).
 
-    Hand the profile to `write_image` so that the output's colours mean what the input's did."""
+    Hand the metadata to `write_image` so that the output's colours mean what the input's did
+    and it keeps the date taken, the camera, and the like."""
     img, raw = _read(Path(path))
-    return img, icc_profile(raw)
+    return img, image_metadata(raw)
 
 
 def _read(path: Path) -> tuple[np.ndarray, bytes]:
@@ -149,21 +151,6 @@ def _read(path: Path) -> tuple[np.ndarray, bytes]:
     return np.ascontiguousarray(apply_orientation(img, orientation)), raw
 
 
-def _profile_to_embed(path: Path, profile: bytes | None, channels: int) -> bytes | None:
-    if profile is None:
-        return None
-    if _icc_ok(bytes(profile)) is None:
-        raise ImageError(f"{path}: the icc_profile given is not an ICC profile (no 'acsp' signature or a wrong size)")
-    kind = "gray" if channels in (1, 2) else "RGB"
-    if not icc_fits(profile, channels):
-        warnings.warn(f"{path}: written without the {icc_colour_space(profile)} colour profile, which does not describe {kind} images", stacklevel=3)
-        return None
-    if path.suffix.lower() == ".bmp":
-        warnings.warn(f"{path}: written without its colour profile (esrforge writes none into BMP; use png or tiff)", stacklevel=3)
-        return None
-    return bytes(profile)
-
-
 def _cv2_reason(e: cv2.error) -> str:
     why = str(getattr(e, "err", "") or str(e).strip().splitlines()[0])
     if "CV_IO_MAX_IMAGE" in why:  # the failed check reads like "pixels <= CV_IO_MAX_IMAGE_PIXELS"
@@ -177,7 +164,7 @@ def write_image(
     *,
     quality: int = 95,
     lossless: bool = False,
-    icc_profile: bytes | None = None,
+    metadata: ImageMetadata | None = None,
 ) -> None:
     """Encode by the file's extension and write atomically (temporary name, then rename).
 
@@ -185,9 +172,12 @@ def write_image(
     without 16-bit samples (JPEG, WebP, BMP). Alpha into JPEG or BMP is an ImageError. Gray +
     alpha is a gray + alpha PNG (OpenCV's encoder has no such mode; ours does) and RGBA in TIFF
     and WebP. `quality` (1-100) applies to JPEG and lossy WebP; `lossless` makes WebP lossless
-    (PNG and TIFF always are; JPEG has no such mode and ignores it). `icc_profile` (the bytes of
-    an ICC profile, as `read_image_and_profile` gives them) is embedded in PNG, JPEG, WebP and TIFF
-    files; one that cannot describe the image (a CMYK profile on RGB) is left out with a warning.
+    (PNG and TIFF always are; JPEG has no such mode and ignores it).
+
+    `metadata` (as `read_image_and_metadata` gives it): the colour profile goes into PNG, JPEG,
+    WebP and TIFF (one that cannot describe the image, a CMYK profile on RGB, is left out with a
+    warning), EXIF into PNG, JPEG and WebP with its pixel dimensions set to the image's, PNG text
+    into PNG.
     """
     path = Path(path)
     ext = path.suffix.lower()
@@ -204,12 +194,13 @@ def write_image(
         raise ImageError(f"{path}: {ext} cannot store an alpha channel; use png, webp or tiff")
     # as stored: OpenCV writes gray WebP as RGB, and gray + alpha goes into RGBA outside PNG
     stored = channels + 2 if channels in (1, 2) and ext == ".webp" else 4 if channels == 2 and ext != ".png" else channels
-    profile = _profile_to_embed(path, icc_profile, stored)
     shape = img.shape
+    meta = _metadata_to_write(path, metadata, stored, shape)
+    profile = meta.icc_profile if meta else None
 
     def finish(tmp: str) -> None:
-        """What OpenCV's encoders leave out: the colour profile, and the TIFF tag saying that a
-        fourth sample is alpha (straight, not premultiplied); without it other programs take it
+        """What OpenCV's encoders leave out: the metadata, and the TIFF tag saying that a fourth
+        sample is alpha (straight, not premultiplied); without it other programs take it
         for an unnamed extra channel."""
         if ext in (".tif", ".tiff"):
             tags: list[tuple[int, int, bytes | tuple[int, ...]]] = [(_ICC_TIFF_TAG, 7, profile)] if profile else []
@@ -217,8 +208,8 @@ def write_image(
                 tags.append((_TIFF_EXTRA_SAMPLES, 3, (2,)))  # 2: unassociated alpha
             if tags:
                 _tiff_set_tags(tmp, tags)
-        elif profile:
-            _embed_icc(tmp, ext, profile, shape)
+        elif meta:
+            _embed_metadata(tmp, ext, meta, shape)
     own = False  # whether `img` is our own copy, which may then be converted in place
     if img.dtype == np.float32 and ext not in (".tif", ".tiff"):  # TIFF stores 32-bit float as is
         f = np.clip(img, 0, 1)
@@ -286,15 +277,23 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_GRAY_ALPHA = 4  # IHDR colour type; IHDR is always the first chunk, its colour type at byte 25
 
 
-def _png_header_chunks(png: bytes) -> Iterator[tuple[bytes, bytes]]:
-    """(type, data) of a PNG's chunks before the image data, where tRNS and eXIf live."""
+def _png_chunks(png: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """(type, offset, size) of a PNG's chunks, up to IEND."""
     at = 8
     while at + 8 <= len(png):
         length, kind = struct.unpack(">I4s", png[at : at + 8])
+        yield kind, at + 8, length
+        if kind == b"IEND":
+            return
+        at += 12 + length
+
+
+def _png_header_chunks(png: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """(type, data) of a PNG's chunks before the image data, where tRNS and eXIf live."""
+    for kind, at, length in _png_chunks(png):
         if kind in (b"IDAT", b"IEND"):
             return
-        yield kind, png[at + 8 : at + 8 + length]
-        at += 12 + length
+        yield kind, png[at : at + length]
 
 
 def _webp_chunks(riff: bytes) -> Iterator[tuple[bytes, int, int]]:
@@ -525,15 +524,38 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     return size
 
 
-# --- ICC colour profiles -------------------------------------------------------------------------
-# Phone and camera photos are often Display P3 or Adobe RGB. The model works on the numbers as
-# stored, so the output's numbers are in the input's colour space; written without the profile
-# (OpenCV writes none) a viewer takes them for sRGB and the colours come out muted. The profile
-# is read from the input's bytes and spliced into the output file after encoding.
+# --- Metadata: colour profile, EXIF, PNG text ---------------------------------------------------
+# OpenCV decodes pixels only and its encoders write none of this, so it is read from the input's
+# bytes and spliced into the output file after encoding. The colour profile matters most: phone
+# and camera photos are often Display P3 or Adobe RGB, the model works on the numbers as stored,
+# and without the profile a viewer takes the output's numbers for sRGB, so colours come out muted.
+
+
+@dataclass(frozen=True)
+class ImageMetadata:
+    """What an image file holds besides its pixels that esrforge carries over to an output.
+
+    icc_profile: an ICC colour profile. exif: an EXIF block (TIFF-structured, without the
+    'Exif\0\0' header; camera, date taken, location), with Orientation 1 since `read_image`
+    turns images upright. png_text: (chunk type, chunk data) of a PNG's tEXt/zTXt/iTXt chunks,
+    such as the generation parameters that Stable Diffusion front ends store."""
+
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+    png_text: tuple[tuple[bytes, bytes], ...] = ()
+
+    def colour_only(self) -> ImageMetadata:
+        """The colour profile alone: what `--strip-metadata` keeps, since without it colours change."""
+        return ImageMetadata(icc_profile=self.icc_profile)
+
 
 _ICC_TIFF_TAG = 34675
 _ICC_JPEG_HEADER = b"ICC_PROFILE\x00"
 _ICC_JPEG_CHUNK = 65519  # an APP2 segment's 65533 data bytes less the header, sequence and count
+_EXIF_HEADER = b"Exif\x00\x00"
+_EXIF_JPEG_MAX = 65533 - len(_EXIF_HEADER)  # one APP1 segment
+_EXIF_IFD_TAG, _EXIF_WIDTH_TAG, _EXIF_HEIGHT_TAG, _ORIENTATION_TAG = 0x8769, 0xA002, 0xA003, 0x0112
+_PNG_TEXT = (b"tEXt", b"zTXt", b"iTXt")
 
 
 def _icc_ok(profile: bytes | None) -> bytes | None:
@@ -546,6 +568,11 @@ def _icc_ok(profile: bytes | None) -> bytes | None:
 def icc_colour_space(profile: bytes) -> str:
     """The colour space a profile describes ('RGB', 'GRAY', 'CMYK', ...), from its header."""
     return profile[16:20].decode("latin-1").strip()
+
+
+def icc_fits(profile: bytes, channels: int) -> bool:
+    """Whether a profile can describe an image of `channels` channels (gray or colour, alpha aside)."""
+    return icc_colour_space(profile) == ("GRAY" if channels in (1, 2) else "RGB")
 
 
 def icc_profile(data: bytes) -> bytes | None:
@@ -577,6 +604,74 @@ def icc_profile(data: bytes) -> bytes | None:
     return None
 
 
+def image_metadata(data: bytes) -> ImageMetadata:
+    """The metadata of an encoded image file that esrforge carries over (see ImageMetadata).
+
+    EXIF is read from JPEG, PNG and WebP (a TIFF's EXIF is part of its own tag structure)."""
+    exif: bytes | None = None
+    text: list[tuple[bytes, bytes]] = []
+    try:
+        if data[:2] == b"\xff\xd8":
+            for marker, at, end in _jpeg_segments(data):
+                if marker == 0xE1 and data[at : at + 6] == _EXIF_HEADER:
+                    exif = data[at + 6 : end]
+                    break
+        elif data[:8] == _PNG_SIGNATURE:
+            for kind, at, size in _png_chunks(data):  # text may follow the image data
+                if kind == b"eXIf":
+                    exif = _strip_exif_header(data[at : at + size])
+                elif kind in _PNG_TEXT:
+                    text.append((kind, data[at : at + size]))
+        else:
+            for kind, at, size in _webp_chunks(data):
+                if kind == b"EXIF":
+                    exif = _strip_exif_header(data[at : at + size])
+    except (struct.error, IndexError):
+        pass
+    return ImageMetadata(icc_profile(data), _exif_upright(exif), tuple(text))
+
+
+def _exif_upright(exif: bytes | None) -> bytes | None:
+    """The EXIF block with Orientation 1, as `read_image` turns images upright; None if it is not
+    TIFF-structured. When the orientation was not 1, the thumbnail (the second IFD, stored the
+    old way round) is unlinked rather than left to show turned."""
+    if not exif or exif[:4] not in _TIFF_MAGIC:
+        return None
+    out = bytearray(exif)
+    order = "<" if exif[:2] == b"II" else ">"
+    value, at, _ = _tiff_short_tags(exif).get(_ORIENTATION_TAG, (1, 0, 0))
+    if value != 1 and at:
+        out[at : at + 2] = struct.pack(order + "H", 1)
+        try:
+            (ifd,) = struct.unpack(order + "I", exif[4:8])
+            (count,) = struct.unpack(order + "H", exif[ifd : ifd + 2])
+            next_at = ifd + 2 + 12 * count
+            if next_at + 4 <= len(out):
+                out[next_at : next_at + 4] = bytes(4)
+        except struct.error:
+            pass
+    return bytes(out)
+
+
+def _exif_sized(exif: bytes, height: int, width: int) -> bytes:
+    """The EXIF block with the Exif IFD's pixel dimensions set to the output's, where the
+    field is there and the value fits its type (they describe the original image otherwise)."""
+    out = bytearray(exif)
+    order = "<" if exif[:2] == b"II" else ">"
+    try:
+        pointer = next((at for tag, kind, _, at in _tiff_entries(exif) if tag == _EXIF_IFD_TAG and kind == 4), None)
+        if pointer is None:
+            return exif
+        (sub,) = struct.unpack(order + "I", exif[pointer : pointer + 4])
+        for tag, kind, count, at in _tiff_entries(exif, sub):
+            value = {_EXIF_WIDTH_TAG: width, _EXIF_HEIGHT_TAG: height}.get(tag)
+            if value is not None and count == 1 and (kind == 4 or (kind == 3 and value < 65536)):
+                out[at : at + 4] = struct.pack(order + ("I" if kind == 4 else "HH"), value, *(() if kind == 4 else (0,)))
+    except struct.error:
+        return exif
+    return bytes(out)
+
+
 def _jpeg_segments(data: bytes) -> Iterator[tuple[int, int, int]]:
     """(marker, data start, data end) of a JPEG's marker segments before the first scan."""
     pos = 2
@@ -589,63 +684,96 @@ def _jpeg_segments(data: bytes) -> Iterator[tuple[int, int, int]]:
         pos += 2 + length
 
 
-def _tiff_entries(tiff: bytes) -> Iterator[tuple[int, int, int, int]]:
-    """(tag, type, count, offset of the value field) of each entry of a classic TIFF's first IFD."""
+def _tiff_entries(tiff: bytes, ifd: int | None = None) -> Iterator[tuple[int, int, int, int]]:
+    """(tag, type, count, offset of the value field) of each entry of a classic TIFF's IFD at
+    offset `ifd` (default: the first)."""
     order = "<" if tiff[:2] == b"II" else ">"
     if struct.unpack(order + "H", tiff[2:4])[0] != 42:
         return  # BigTIFF has another entry layout
-    (ifd,) = struct.unpack(order + "I", tiff[4:8])
+    if ifd is None:
+        (ifd,) = struct.unpack(order + "I", tiff[4:8])
     (count,) = struct.unpack(order + "H", tiff[ifd : ifd + 2])
     for at in range(ifd + 2, min(ifd + 2 + 12 * count, len(tiff) - 11), 12):
         tag, kind, n = struct.unpack(order + "HHI", tiff[at : at + 8])
         yield tag, kind, n, at + 8
 
 
-def icc_fits(profile: bytes, channels: int) -> bool:
-    """Whether a profile can describe an image of `channels` channels (gray or colour, alpha aside)."""
-    return icc_colour_space(profile) == ("GRAY" if channels in (1, 2) else "RGB")
+def _metadata_to_write(path: Path, meta: ImageMetadata | None, channels: int, shape: tuple[int, ...]) -> ImageMetadata | None:
+    """What of `meta` goes into `path`: a colour profile that fits the stored channels, EXIF
+    where the format has a place for it (resized to `shape`), PNG text in PNG."""
+    if meta is None:
+        return None
+    ext = path.suffix.lower()
+    profile = meta.icc_profile
+    if profile is not None:
+        if _icc_ok(bytes(profile)) is None:
+            raise ImageError(f"{path}: the icc_profile given is not an ICC profile (no 'acsp' signature or a wrong size)")
+        kind = "gray" if channels in (1, 2) else "RGB"
+        if not icc_fits(profile, channels):
+            warnings.warn(f"{path}: written without the {icc_colour_space(profile)} colour profile, which does not describe {kind} images", stacklevel=3)
+            profile = None
+        elif ext == ".bmp":
+            warnings.warn(f"{path}: written without its colour profile (esrforge writes none into BMP; use png or tiff)", stacklevel=3)
+            profile = None
+    exif = meta.exif if ext in (".png", ".jpg", ".jpeg", ".webp") else None
+    if exif is not None and ext in (".jpg", ".jpeg") and len(exif) > _EXIF_JPEG_MAX:
+        warnings.warn(f"{path}: written without its EXIF block ({len(exif)} bytes; a JPEG holds at most {_EXIF_JPEG_MAX})", stacklevel=3)
+        exif = None
+    if exif is not None:
+        exif = _exif_sized(bytes(exif), shape[0], shape[1])
+    return ImageMetadata(None if profile is None else bytes(profile), exif, meta.png_text if ext == ".png" else ())
 
 
-def _embed_icc(name: str, ext: str, profile: bytes, shape: tuple[int, ...]) -> None:
-    """Splice `profile` into the PNG, JPEG or WebP file `name` (as encoded by OpenCV or our PNG writer)."""
+def _embed_metadata(name: str, ext: str, meta: ImageMetadata, shape: tuple[int, ...]) -> None:
+    """Splice `meta` into the PNG, JPEG or WebP file `name` (as encoded by OpenCV or our PNG writer)."""
+    profile, exif = meta.icc_profile, meta.exif
+    if profile is None and exif is None and not meta.png_text:
+        return
+    append = b""  # what goes at the end of the file (WebP's EXIF chunk)
     with open(name, "rb") as f:
         head = f.read(64)
-        if ext == ".png":  # iCCP goes before the image data; right after IHDR is always right
+        if ext == ".png":  # before the image data; right after IHDR is always right
             cut = resume = 33
-            insert = _png_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(profile, 9))
-        elif ext in (".jpg", ".jpeg"):  # APP2 segments after SOI and the JFIF APP0 that must lead
+            insert = _png_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(profile, 9)) if profile else b""
+            insert += _png_chunk(b"eXIf", exif) if exif else b""
+            insert += b"".join(_png_chunk(kind, data) for kind, data in meta.png_text)
+        elif ext in (".jpg", ".jpeg"):  # after SOI and the JFIF APP0 that must lead: APP1 EXIF, APP2 ICC
             cut = resume = 2 + (2 + struct.unpack(">H", head[4:6])[0] if head[2:4] == b"\xff\xe0" else 0)
-            parts = [profile[i : i + _ICC_JPEG_CHUNK] for i in range(0, len(profile), _ICC_JPEG_CHUNK)]
-            insert = b"".join(
+            insert = b"\xff\xe1" + struct.pack(">H", 2 + 6 + len(exif)) + _EXIF_HEADER + exif if exif else b""
+            parts = [profile[i : i + _ICC_JPEG_CHUNK] for i in range(0, len(profile), _ICC_JPEG_CHUNK)] if profile else []
+            insert += b"".join(
                 b"\xff\xe2" + struct.pack(">H", 2 + 14 + len(p)) + _ICC_JPEG_HEADER + bytes([i + 1, len(parts)]) + p
                 for i, p in enumerate(parts)
             )
         elif ext == ".webp":
-            cut, resume, insert = _webp_icc_insert(head, profile, shape)
+            cut, resume, insert = _webp_header_insert(head, meta, shape)
+            append = b"EXIF" + struct.pack("<I", len(exif)) + exif + b"\x00" * (len(exif) & 1) if exif else b""
         else:
-            return  # BMP: OpenCV writes no V5 header, the only kind with a profile
+            return
         f.seek(resume)
-        with open(name + ".icc", "wb") as out:
+        with open(name + ".meta", "wb") as out:
             out.write(head[:cut] + insert)
             shutil.copyfileobj(f, out, 1 << 20)
-    if ext == ".webp":  # the RIFF size covers everything after its first 8 bytes
-        with open(name + ".icc", "r+b") as out:
-            size = out.seek(0, os.SEEK_END)
-            out.seek(4)
-            out.write(struct.pack("<I", size - 8))
-    os.replace(name + ".icc", name)
+            out.write(append)
+            if ext == ".webp":  # the RIFF size covers everything after its first 8 bytes
+                size = out.tell()
+                out.seek(4)
+                out.write(struct.pack("<I", size - 8))
+    os.replace(name + ".meta", name)
 
 
-def _webp_icc_insert(head: bytes, profile: bytes, shape: tuple[int, ...]) -> tuple[int, int, bytes]:
+def _webp_header_insert(head: bytes, meta: ImageMetadata, shape: tuple[int, ...]) -> tuple[int, int, bytes]:
     """Where a WebP's bytes are cut, where they resume, and what goes between: a VP8X chunk with
-    the ICC flag set (the file's own, or a new one for a simple WebP), then the ICCP chunk."""
-    iccp = b"ICCP" + struct.pack("<I", len(profile)) + profile + b"\x00" * (len(profile) & 1)
-    if head[12:16] == b"VP8X":  # already extended (lossy with alpha): set the ICC flag, then ICCP
-        vp8x = bytes([head[20] | 0x20]) + head[21:30]
+    the ICC and EXIF flags set (the file's own, or a new one for a simple WebP), then ICCP."""
+    profile = meta.icc_profile
+    iccp = b"ICCP" + struct.pack("<I", len(profile)) + profile + b"\x00" * (len(profile) & 1) if profile else b""
+    flags = (0x20 if profile else 0) | (0x08 if meta.exif else 0)
+    if head[12:16] == b"VP8X":  # already extended (lossy with alpha)
+        vp8x = bytes([head[20] | flags]) + head[21:30]
         return 12, 30, b"VP8X" + struct.pack("<I", 10) + vp8x + iccp
     h, w = shape[:2]
     alpha = 0x10 if len(shape) == 3 and shape[2] in (2, 4) else 0
-    vp8x = bytes([0x20 | alpha, 0, 0, 0]) + (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little")
+    vp8x = bytes([flags | alpha, 0, 0, 0]) + (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little")
     return 12, 12, b"VP8X" + struct.pack("<I", 10) + vp8x + iccp
 
 

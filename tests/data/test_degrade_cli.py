@@ -131,9 +131,9 @@ def test_the_stale_file_check_never_hides_the_run_s_own_errors(tmp_path, capsys)
 
 
 def test_degrade_keeps_the_hr_colour_profile(tmp_path):
-    from esrforge.images import read_image_and_profile
+    from esrforge.images import ImageMetadata, read_image_and_metadata
     from tests.test_images import icc
 
-    write_image(tmp_path / "hr" / "p3.png", photo_like(32, 32), icc_profile=icc(extra=500))
+    write_image(tmp_path / "hr" / "p3.png", photo_like(32, 32), metadata=ImageMetadata(icc_profile=icc(extra=500)))
     assert main(["degrade", str(tmp_path / "hr"), str(tmp_path / "lr"), "--scale", "2", "--workers", "0", "-q"]) == 0
-    assert read_image_and_profile(tmp_path / "lr" / "p3.png")[1] == icc(extra=500)
+    assert read_image_and_metadata(tmp_path / "lr" / "p3.png")[1].icc_profile == icc(extra=500)

@@ -13,7 +13,7 @@ import torch
 
 from esrforge.data.datasets import DatasetError, scan_images, seed_for
 from esrforge.data.pipeline import Pipeline
-from esrforge.images import IMAGE_SUFFIXES, read_image_and_profile, visible_files, write_image
+from esrforge.images import IMAGE_SUFFIXES, read_image_and_metadata, visible_files, write_image
 from esrforge.infer.tiling import Progress
 
 
@@ -39,9 +39,9 @@ def degrade_image(img: np.ndarray, pipeline: Pipeline, scale: int, seed: int) ->
 
 def _work(args: tuple[Path, Path, Pipeline, int, int]) -> str:
     src, dst, pipeline, scale, seed = args
-    hr, profile = read_image_and_profile(src)
+    hr, meta = read_image_and_metadata(src)
     lr, _ = degrade_image(hr, pipeline, scale, seed)
-    write_image(dst, lr, icc_profile=profile)  # the LR's numbers are in the HR's colour space
+    write_image(dst, lr, metadata=meta.colour_only())  # the LR's numbers are in the HR's colour space
     return str(dst)
 
 
