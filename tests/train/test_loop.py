@@ -565,6 +565,43 @@ def test_two_cpu_processes_with_torchrun_match_one_process(workspace, tmp_path):
     assert (tmp_path / "two" / "ddp" / "training_states" / "5.state").exists()
 
 
+def test_an_undecodable_image_under_torchrun_stops_every_process_with_the_state_saved(workspace, tmp_path):
+    """One process cannot decode an image mid-run: all stop at the same iteration (none hangs in a
+    collective), rank 0 saves the state first, the file is named; fixed, the run resumes and ends
+    where an uninterrupted run ends."""
+    import shutil
+    import subprocess
+    import sys
+
+    hr = tmp_path / "hr"
+    shutil.copytree(workspace / "hr", hr)
+    good = (hr / "0.png").read_bytes()
+    (hr / "0.png").write_bytes(good[: len(good) // 2])  # the header still reads: the check up front passes
+    cfg = CONFIGS / "compact_x4.yml"
+    base = tiny_overrides("ddp", workspace, cfg, iterations=4) + [
+        f"data.train.hr=[{hr}]", "data.val=null", "train.ema=null", "train.checkpoint_every=100"]
+    ddp = [o for o in base if not o.startswith("data.train.batch_size")] + ["data.train.batch_size=1"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "esrforge", "train", str(cfg), "--runs-dir", str(tmp_path / "two"), "-q"]
+    for o in ddp:
+        cmd += ["--set", o]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("esrforge train: error:")]
+    named = [line for line in errors if f"{hr / '0.png'}: not a readable image" in line]
+    assert len(named) == 1 and len(errors) == 2, proc.stderr[-3000:]  # the other process says it stops too
+    stopped = int(re.search(r"state saved at iteration (\d+)\)$", named[0]).group(1))
+    assert 1 <= stopped < 4 and (tmp_path / "two" / "ddp" / "training_states" / f"{stopped}.state").exists()
+    (hr / "0.png").write_bytes(good)
+    proc = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert train(cfg, runs_dir=tmp_path / "one", overrides=base, quiet=True) == 0
+    a = torch.load(tmp_path / "one" / "ddp" / "models" / "net_g_4.pth", weights_only=True)["params"]
+    b = torch.load(tmp_path / "two" / "ddp" / "models" / "net_g_4.pth", weights_only=True)["params"]
+    assert all(torch.allclose(a[k], b[k], atol=1e-6, rtol=1e-5) for k in a)
+
+
 def test_plot_draws_losses_and_validation(workspace, tmp_path, capsys):
     cfg = CONFIGS / "compact_x4.yml"
     assert train(cfg, runs_dir=tmp_path, overrides=tiny_overrides("plot", workspace, cfg, iterations=4), quiet=True) == 0

@@ -797,11 +797,15 @@ def fit(run: Run, *, quiet: bool = False, on_iteration: Callable[[Run], None] | 
             lr_g = _set_lr(run.opt_g, cfg.optim.generator.lr, factor)
             _set_lr(run.opt_d, cfg.optim.discriminator.lr, factor)
             position = run.epoch, run.batches_done
+            error: DatasetError | None = None
             try:
                 micro_batches = [next(data) for _ in range(t.accumulate)]
             except DatasetError as e:  # an image that passed the header check but does not decode
+                error = e
+            if not _all_ok(run, error is None):  # under torchrun every process stops here, together
                 run.epoch, run.batches_done = position  # the state resumes before this iteration's batches
-                raise TrainingError(f"{data_error_message(e)}; {_save_before_stop(run)}") from None
+                why = data_error_message(error) if error else "another process could not load a training image (its message names it)"
+                raise TrainingError(f"{why}; {_save_before_stop(run)}") from None
             logs = train_step(run, micro_batches)
             if logs is None:
                 run.bad_steps += 1
@@ -909,15 +913,17 @@ def data_error_message(e: Exception) -> str:
 
 
 def _save_before_stop(run: Run) -> str:
-    """Save the state at the current iteration (one process only: others may be mid-collective)."""
-    if run.world > 1 or not run.main:
-        last = run.last_checkpoint
-        return f"last checkpoint: {'none yet' if last is None else f'iteration {last}'}"
-    if run.iteration > 0 and run.last_checkpoint != run.iteration:
+    """Save the state at the current iteration, which every process has finished (rank 0 writes;
+    the others wait for it, since torchrun stops the rest once one process exits with an error)."""
+    if run.main and run.iteration > 0 and run.last_checkpoint != run.iteration:
         save_checkpoint(run)
-    if run.last_checkpoint is None:
+    if run.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    if run.iteration == 0:
         return "no iteration was done yet"
-    return f"fix or replace the file, then continue with --resume (state saved at iteration {run.last_checkpoint})"
+    return f"fix or replace the file, then continue with --resume (state saved at iteration {run.iteration})"
 
 
 def open_tensorboard(run: Run) -> Any:
