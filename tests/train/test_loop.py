@@ -533,22 +533,30 @@ def test_lr_schedules():
     assert [lr_factor(warm, i) for i in range(5)] == [0.25, 0.5, 0.75, 1, 1]
 
 
+def torchrun_train(cfg: Path, runs_dir: Path, overrides: list[str]) -> list[str]:
+    """`torchrun --nproc-per-node 2 -m esrforge train`, each process with batch size 1."""
+    import sys
+
+    ddp = [o for o in overrides if not o.startswith("data.train.batch_size")] + ["data.train.batch_size=1"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "esrforge", "train", str(cfg), "--runs-dir", str(runs_dir), "-q"]
+    return cmd + [arg for o in ddp for arg in ("--set", o)]
+
+
+def run_torchrun(cmd: list[str]):
+    import subprocess
+
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=240, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
 def test_two_cpu_processes_with_torchrun_match_one_process(workspace, tmp_path):
     """DDP with 2 gloo processes x batch 1 sees the same samples as 1 process x batch 2 and
     averages the same gradients, so the weights agree to float rounding; only rank 0 writes."""
-    import subprocess
-    import sys
-
     cfg = CONFIGS / "compact_x4.yml"
     base = tiny_overrides("ddp", workspace, cfg, iterations=3) + ["data.val=null", "train.ema=null"]
     assert train(cfg, runs_dir=tmp_path / "one", overrides=base, quiet=True) == 0
-    ddp = [o for o in base if not o.startswith("data.train.batch_size")] + ["data.train.batch_size=1"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "esrforge", "train", str(cfg), "--runs-dir", str(tmp_path / "two"), "-q"]
-    for o in ddp:
-        cmd += ["--set", o]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    cmd = torchrun_train(cfg, tmp_path / "two", base)
+    proc = run_torchrun(cmd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a = torch.load(tmp_path / "one" / "ddp" / "models" / "net_g_3.pth", weights_only=True)["params"]
     b = torch.load(tmp_path / "two" / "ddp" / "models" / "net_g_3.pth", weights_only=True)["params"]
@@ -560,7 +568,7 @@ def test_two_cpu_processes_with_torchrun_match_one_process(workspace, tmp_path):
     assert [json.loads(line)["pixel"] for line in log] == pytest.approx(one, rel=1e-4)
     # Resume works under torchrun too: extend the run by two iterations.
     cmd2 = cmd + ["--resume", "--set", "train.iterations=5"]
-    proc = subprocess.run(cmd2, capture_output=True, text=True, timeout=240, env=env)
+    proc = run_torchrun(cmd2)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "two" / "ddp" / "training_states" / "5.state").exists()
 
@@ -570,8 +578,6 @@ def test_an_undecodable_image_under_torchrun_stops_every_process_with_the_state_
     collective), rank 0 saves the state first, the file is named; fixed, the run resumes and ends
     where an uninterrupted run ends."""
     import shutil
-    import subprocess
-    import sys
 
     hr = tmp_path / "hr"
     shutil.copytree(workspace / "hr", hr)
@@ -580,13 +586,8 @@ def test_an_undecodable_image_under_torchrun_stops_every_process_with_the_state_
     cfg = CONFIGS / "compact_x4.yml"
     base = tiny_overrides("ddp", workspace, cfg, iterations=4) + [
         f"data.train.hr=[{hr}]", "data.val=null", "train.ema=null", "train.checkpoint_every=100"]
-    ddp = [o for o in base if not o.startswith("data.train.batch_size")] + ["data.train.batch_size=1"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "esrforge", "train", str(cfg), "--runs-dir", str(tmp_path / "two"), "-q"]
-    for o in ddp:
-        cmd += ["--set", o]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    cmd = torchrun_train(cfg, tmp_path / "two", base)
+    proc = run_torchrun(cmd)
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("esrforge train: error:")]
     named = [line for line in errors if f"{hr / '0.png'}: not a readable image" in line]
@@ -594,7 +595,7 @@ def test_an_undecodable_image_under_torchrun_stops_every_process_with_the_state_
     stopped = int(re.search(r"state saved at iteration (\d+)\)$", named[0]).group(1))
     assert 1 <= stopped < 4 and (tmp_path / "two" / "ddp" / "training_states" / f"{stopped}.state").exists()
     (hr / "0.png").write_bytes(good)
-    proc = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=240, env=env)
+    proc = run_torchrun(cmd + ["--resume"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert train(cfg, runs_dir=tmp_path / "one", overrides=base, quiet=True) == 0
     a = torch.load(tmp_path / "one" / "ddp" / "models" / "net_g_4.pth", weights_only=True)["params"]
