@@ -45,6 +45,21 @@ def test_y_channel_known_values():
     assert rgb_to_y(rgba)[0, :, 0] == pytest.approx(expected, abs=1e-9)
 
 
+@pytest.mark.parametrize("c", [2, 4])
+def test_alpha_is_left_out_of_psnr_and_ssim(c):
+    # As BasicSR (which reads images without alpha) and papers: the colour is compared.
+    a = photo_like(24, 24, c=c)
+    b = a.copy()
+    b[..., -1] = 255 - b[..., -1]  # another alpha altogether
+    b[3, 4, 0] ^= 8  # and one colour sample differs
+    colour = slice(0, c - 1)
+    assert psnr(a, b) == pytest.approx(psnr(a[..., colour], b[..., colour]), abs=1e-12)
+    assert ssim(a, b) == pytest.approx(ssim(a[..., colour], b[..., colour]), abs=1e-12)
+    ta, tb = (torch.from_numpy(x).permute(2, 0, 1)[None].double() / 255 for x in (a, b))
+    assert float(psnr_torch(ta, tb)[0]) == pytest.approx(psnr(a, b), abs=1e-9)
+    assert float(ssim_torch(ta, tb)[0]) == pytest.approx(ssim(a, b), abs=1e-9)
+
+
 def test_y_channel_psnr_uses_luma():
     a = np.zeros((12, 12, 3), np.uint8)
     b = a.copy()

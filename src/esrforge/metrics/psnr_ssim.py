@@ -5,7 +5,9 @@
 - `y_channel` compares the ITU-R BT.601 luma Y = 16 + 65.481 R + 128.553 G + 24.966 B (R, G, B in
   [0, 1]), on the 0-255 scale and not rounded (as BasicSR; MATLAB's rgb2ycbcr on uint8 input
   rounds Y to whole levels, which moves PSNR by about 0.01 dB). Gray images are compared as they
-  are; RGBA images use their RGB channels only.
+  are.
+- Alpha is left out: gray + alpha and RGBA images are compared on their gray or RGB channels, as
+  BasicSR does (it reads images without their alpha) and as papers report.
 - `crop_border` pixels are removed on every side before anything is computed.
 - SSIM: 11x11 Gaussian window (sigma 1.5), C1 = (0.01*255)^2, C2 = (0.03*255)^2, 'valid'
   filtering (only windows that fit inside the image, as Wang's ssim_index.m), mean over the map
@@ -68,10 +70,10 @@ def _prepare(a: np.ndarray, b: np.ndarray, crop_border: int, y_channel: bool) ->
         raise ValueError(f"images differ in shape: {a.shape} vs {b.shape}")
     x, y = _to_255(a), _to_255(b)
     _crop(x.shape[:2], crop_border)
-    if y_channel and x.shape[2] in (3, 4):
+    if x.shape[2] in (2, 4):  # the colour without its alpha
+        x, y = x[:, :, :-1], y[:, :, :-1]
+    if y_channel and x.shape[2] == 3:
         x, y = rgb_to_y(a), rgb_to_y(b)
-    elif y_channel and x.shape[2] == 2:  # gray + alpha: the gray is the luma
-        x, y = x[:, :, :1], y[:, :, :1]
     if crop_border:
         c = crop_border
         x, y = x[c:-c, c:-c], y[c:-c, c:-c]
@@ -133,7 +135,9 @@ def _prepare_t(sr: Tensor, hr: Tensor, crop_border: int, y_channel: bool) -> tup
         raise ValueError(f"expected N x C x H x W tensors, got shape {tuple(sr.shape)}")
     _crop((sr.shape[2], sr.shape[3]), crop_border)
     x, y = sr.double() * 255.0, hr.double() * 255.0
-    if y_channel and x.shape[1] in (3, 4):
+    if x.shape[1] in (2, 4):  # the colour without its alpha
+        x, y = x[:, :-1], y[:, :-1]
+    if y_channel and x.shape[1] == 3:
         w = torch.tensor(_Y, dtype=torch.float64, device=x.device).view(1, 3, 1, 1) / 255.0
         x = 16.0 + (x[:, :3] * w).sum(1, keepdim=True)
         y = 16.0 + (y[:, :3] * w).sum(1, keepdim=True)
