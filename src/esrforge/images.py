@@ -8,13 +8,13 @@ itself.
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import struct
 import warnings
 import zlib
 from collections.abc import Iterator
+from typing import BinaryIO
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,12 +117,18 @@ def _read(path: Path) -> tuple[np.ndarray, bytes]:
         # as 3. Marked "unspecified" (in our copy of the bytes), the samples come as stored.
         at = tiff[_TIFF_EXTRA_SAMPLES][1]
         data[at : at + 2] = 0  # a SHORT 0 in either byte order
+    if tiff.get(_ORIENTATION_TAG, (1, 0))[0] != 1:
+        # Turned upright below, not by OpenCV: OpenCV 4 ignores the tag, OpenCV 5 applies it to
+        # most TIFFs but mirrors tiled 8-bit ones tile by tile. Marked 1 in our copy of the
+        # bytes, every TIFF decodes as stored.
+        at = tiff[_ORIENTATION_TAG][1]
+        data[at : at + 2] = np.frombuffer(struct.pack("<H" if raw[:2] == b"II" else ">H", 1), np.uint8)
     try:
         img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error as e:  # e.g. a header declaring more pixels than OpenCV allows
         raise ImageError(f"{path}: not a readable image ({_cv2_reason(e)})") from None
     if img is None:
-        raise ImageError(f"{path}: not a readable image (corrupt or unsupported format)")
+        raise ImageError(f"{path}: not a readable image ({_tiff_hint(raw) if is_tiff else 'corrupt or unsupported format'})")
     if img.dtype not in (np.uint8, np.uint16):
         if img.dtype in (np.float32, np.float64):
             img, note = clip_to_unit(img.astype(np.float32))
@@ -133,7 +139,9 @@ def _read(path: Path) -> tuple[np.ndarray, bytes]:
     if img.ndim == 2:
         img = img[:, :, None]
         if tiff.get(_TIFF_SAMPLES_PER_PIXEL, (1, 0))[0] == 2:
-            warnings.warn(f"{path}: OpenCV reads gray + alpha TIFFs without their alpha, so it is dropped; save as PNG to keep it", stacklevel=3)
+            bits = _tiff_short_tags(raw).get(_TIFF_BITS_PER_SAMPLE, (8, 0, 0))[0]
+            also = f", and its {bits}-bit samples as 8-bit" if bits > 8 else ""
+            warnings.warn(f"{path}: OpenCV reads gray + alpha TIFFs without their alpha{also}; save as PNG to keep it", stacklevel=3)
         key = _png_gray_transparent_value(raw) if is_png else None
         if key is not None:  # OpenCV drops a gray PNG's tRNS: that one gray level is transparent
             img = np.dstack([img, np.where(img == key, 0, np.iinfo(img.dtype).max).astype(img.dtype)])
@@ -145,10 +153,35 @@ def _read(path: Path) -> tuple[np.ndarray, bytes]:
         img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)  # CMYK comes as BGRA with an opaque alpha it never had
     elif img.shape[2] == 4:
         img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
+        if tiff.get(_TIFF_EXTRA_SAMPLES, (0, 0))[0] == 1:  # associated alpha: colour stored premultiplied
+            img = _unpremultiply(img)
     orientation = exif_orientation(raw)
-    if is_tiff and _opencv_orients_tiff(orientation):
-        orientation = 1  # OpenCV has already turned it upright
     return np.ascontiguousarray(apply_orientation(img, orientation)), raw
+
+
+def _unpremultiply(img: np.ndarray) -> np.ndarray:
+    """Straight-alpha RGBA from premultiplied (colour / alpha, on the samples' scale); colour
+    under alpha 0 is 0. The rest of esrforge, and the files it writes, take alpha as straight."""
+    top = float(np.iinfo(img.dtype).max) if img.dtype.kind == "u" else 1.0
+    alpha = img[:, :, 3:].astype(np.float32)
+    colour = img[:, :, :3].astype(np.float32) * np.float32(top) / np.maximum(alpha, np.float32(1e-12))
+    colour[np.broadcast_to(alpha == 0, colour.shape)] = 0
+    np.clip(colour, 0, top, out=colour)
+    if img.dtype.kind == "u":
+        colour = np.rint(colour)
+    out = img.copy()
+    out[:, :, :3] = colour.astype(img.dtype)
+    return out
+
+
+def _tiff_hint(raw: bytes) -> str:
+    """Why OpenCV may have refused a TIFF, where its tags tell."""
+    tags = _tiff_short_tags(raw)
+    if tags.get(_TIFF_SAMPLE_FORMAT, (1, 0, 0))[0] == 3 and tags.get(_TIFF_BITS_PER_SAMPLE, (0, 0, 0))[0] == 16:
+        return "16-bit float samples, which OpenCV does not read; save with 32-bit float or 16-bit integer samples"
+    if _TIFF_TILE_WIDTH in tags:
+        return "OpenCV could not decode this tiled TIFF; saved in strips (the usual layout) it reads"
+    return "corrupt, or a TIFF layout OpenCV does not read"
 
 
 def _cv2_reason(e: cv2.error) -> str:
@@ -308,19 +341,19 @@ def _webp_chunks(riff: bytes) -> Iterator[tuple[bytes, int, int]]:
 
 
 def webp_is_lossless(path: str | os.PathLike[str]) -> bool:
-    """Whether a file is a lossless (VP8L) WebP; reads the chunk headers only."""
+    """Whether a file is a lossless (VP8L) WebP; for an animation, whether its first frame is."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(12)
-            if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
-                return False
-            while len(chunk := f.read(8)) == 8:
-                kind, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
-                if kind in (b"VP8L", b"VP8 "):
-                    return kind == b"VP8L"
-                f.seek(size + (size & 1), os.SEEK_CUR)
+        return _webp_lossless(Path(path).read_bytes())
     except OSError:
-        pass
+        return False
+
+
+def _webp_lossless(data: bytes) -> bool:
+    for kind, at, size in _webp_chunks(data):
+        if kind == b"ANMF":  # an animation frame: 16 bytes of position and timing, then its own chunks
+            return _webp_lossless(b"RIFF" + bytes(4) + b"WEBP" + data[at + 16 : at + size])
+        if kind in (b"VP8L", b"VP8 "):
+            return kind == b"VP8L"
     return False
 
 
@@ -389,8 +422,8 @@ def _ends_whole(name: str, ext: str) -> bool:
 
 # --- EXIF orientation -------------------------------------------------------------------------
 # OpenCV applies EXIF orientation to JPEG, PNG and WebP only when it also converts depth/channels,
-# so IMREAD_UNCHANGED reads (alpha, 16-bit) come back unrotated: we read the tag ourselves. TIFF
-# depends on the OpenCV version: see _opencv_orients_tiff.
+# so IMREAD_UNCHANGED reads (alpha, 16-bit) come back unrotated: we read the tag ourselves, and
+# have OpenCV decode TIFFs as stored (see _read).
 
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
@@ -413,46 +446,12 @@ def _tiff_short_tags(tiff: bytes) -> dict[int, tuple[int, int, int]]:
 
 
 _TIFF_SAMPLES_PER_PIXEL, _TIFF_EXTRA_SAMPLES = 277, 338
+_TIFF_BITS_PER_SAMPLE, _TIFF_SAMPLE_FORMAT, _TIFF_TILE_WIDTH = 258, 339, 322
 _TIFF_PHOTOMETRIC, _TIFF_CMYK = 262, 5
 
 
-def _tiny_tiff(pixels: np.ndarray, orientation: int) -> bytes:
-    """An uncompressed 8-bit grayscale baseline TIFF of `pixels` with an Orientation tag."""
-    h, w = pixels.shape
-    body = pixels.astype(np.uint8).tobytes()
-    n = 10
-    data_at = 8 + 2 + 12 * n + 4  # header, entry count, entries, next-IFD offset
-    tags = [  # (tag, type: 3 SHORT / 4 LONG, value), in ascending tag order as TIFF requires
-        (256, 3, w), (257, 3, h), (258, 3, 8), (259, 3, 1), (262, 3, 1),  # size, 8 bit, raw, gray
-        (273, 4, data_at), (274, 3, orientation), (277, 3, 1), (278, 3, h), (279, 4, len(body)),
-    ]
-    ifd = b"".join(
-        struct.pack("<HHI", tag, typ, 1) + (struct.pack("<HH", v, 0) if typ == 3 else struct.pack("<I", v))
-        for tag, typ, v in tags
-    )
-    return b"II" + struct.pack("<HIH", 42, 8, n) + ifd + struct.pack("<I", 0) + body
-
-
-@functools.cache
-def _opencv_orients_tiff(orientation: int) -> bool:
-    """Whether this OpenCV applies a TIFF's `orientation` itself under IMREAD_UNCHANGED.
-
-    OpenCV 4 leaves IMREAD_UNCHANGED reads as stored; OpenCV 5's TIFF decoder turns them upright.
-    Asked once per orientation, of a tiny TIFF, rather than keyed on version numbers.
-    """
-    if orientation == 1:
-        return False
-    stored = np.arange(6, dtype=np.uint8).reshape(2, 3)
-    try:
-        got = cv2.imdecode(np.frombuffer(_tiny_tiff(stored, orientation), np.uint8), cv2.IMREAD_UNCHANGED)
-    except cv2.error:
-        return False
-    # Anything but the stored pixels means OpenCV transformed them; transforming again would be wrong.
-    return got is not None and not (got.shape == stored.shape and np.array_equal(got, stored))
-
-
 def _tiff_orientation(tiff: bytes) -> int:
-    value = _tiff_short_tags(tiff).get(0x0112, (1, 0, 0))[0]  # Orientation
+    value = _tiff_short_tags(tiff).get(_ORIENTATION_TAG, (1, 0, 0))[0]
     return value if 1 <= value <= 8 else 1
 
 
@@ -468,9 +467,9 @@ def exif_orientation(data: bytes) -> int:
                 if marker == 0xE1 and data[at : at + 6] == b"Exif\x00\x00":
                     return _tiff_orientation(data[at + 6 : end])
         elif data[:8] == _PNG_SIGNATURE:
-            for kind, chunk in _png_header_chunks(data):
+            for kind, at, size in _png_chunks(data):  # libpng takes eXIf after the image data too
                 if kind == b"eXIf":
-                    return _tiff_orientation(_strip_exif_header(chunk))
+                    return _tiff_orientation(_strip_exif_header(data[at : at + size]))
         elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
             for kind, at, length in _webp_chunks(data):
                 if kind == b"EXIF":
@@ -506,10 +505,11 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     try:
         with open(path, "rb") as f:
             head = f.read(64 * 1024)
+            png_exif = _png_file_exif(f) if head[:8] == _PNG_SIGNATURE else None
     except OSError as e:
         raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
     size = None
-    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+    if head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
         w, h = struct.unpack(">II", head[16:24])
         size = (h, w)
     elif head[:2] == b"\xff\xd8":
@@ -519,9 +519,23 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
                 break
     if size is None or min(size) == 0:
         return read_image(path).shape[:2]  # other formats, or a header we could not follow
-    if exif_orientation(head) in (5, 6, 7, 8):
+    orientation = exif_orientation(head) if png_exif is None else _tiff_orientation(_strip_exif_header(png_exif))
+    if orientation in (5, 6, 7, 8):
         size = (size[1], size[0])
     return size
+
+
+def _png_file_exif(f: BinaryIO) -> bytes:
+    """The eXIf chunk's data of an open PNG file wherever it lies, read chunk header by chunk header."""
+    f.seek(8)
+    while len(header := f.read(8)) == 8:
+        length, kind = struct.unpack(">I4s", header)
+        if kind == b"eXIf":
+            return f.read(length)
+        if kind == b"IEND":
+            break
+        f.seek(length + 4, os.SEEK_CUR)  # the data and its CRC
+    return b""
 
 
 # --- Metadata: colour profile, EXIF, PNG text ---------------------------------------------------
