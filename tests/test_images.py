@@ -949,6 +949,22 @@ def test_a_tiff_opencv_cannot_decode_says_why_where_the_tags_tell(tmp_path: Path
     (tmp_path / "half.tif").write_bytes(b"II" + struct.pack("<HIH", 42, 8, n) + ifd + struct.pack("<I", 0) + body)
     with pytest.raises(ImageError, match=r"half\.tif: not a readable image \(16-bit float samples, which OpenCV does not read"):
         read_image(tmp_path / "half.tif")
+    # RGB: BitsPerSample and SampleFormat hold three values each, stored past the entries
+    body = np.zeros(h * w * 3, np.float16).tobytes()
+    extra_at = data_at
+    tags = [(256, 3, 1, w), (257, 3, 1, h), (258, 3, 3, extra_at), (259, 3, 1, 1), (262, 3, 1, 2), (273, 4, 1, extra_at + 12),
+            (277, 3, 1, 3), (278, 3, 1, h), (279, 4, 1, len(body)), (339, 3, 3, extra_at + 6)]
+    ifd = b"".join(struct.pack("<HHI", t, k, c) + (struct.pack("<HH", v, 0) if k == 3 and c == 1 else struct.pack("<I", v))
+                   for t, k, c, v in tags)
+    extra = struct.pack("<6H", 16, 16, 16, 3, 3, 3)
+    (tmp_path / "half_rgb.tif").write_bytes(b"II" + struct.pack("<HIH", 42, 8, n) + ifd + struct.pack("<I", 0) + extra + body)
+    with pytest.raises(ImageError, match=r"half_rgb\.tif: not a readable image \(16-bit float samples"):
+        read_image(tmp_path / "half_rgb.tif")
+    (tmp_path / "tiles16.tif").write_bytes(tiled_tiff(photo_like(36, 40), 16, 1))  # OpenCV 5 fails 16 x 16 tiles
+    try:
+        read_image(tmp_path / "tiles16.tif")
+    except ImageError as e:
+        assert "OpenCV could not decode this tiled TIFF" in str(e)
     (tmp_path / "bad.tif").write_bytes(b"II*\x00" + bytes(20))
     with pytest.raises(ImageError, match=r"bad\.tif: not a readable image \(corrupt, or a TIFF layout OpenCV does not read\)"):
         read_image(tmp_path / "bad.tif")

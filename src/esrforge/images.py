@@ -179,7 +179,7 @@ def _tiff_hint(raw: bytes) -> str:
     tags = _tiff_short_tags(raw)
     if tags.get(_TIFF_SAMPLE_FORMAT, (1, 0, 0))[0] == 3 and tags.get(_TIFF_BITS_PER_SAMPLE, (0, 0, 0))[0] == 16:
         return "16-bit float samples, which OpenCV does not read; save with 32-bit float or 16-bit integer samples"
-    if _TIFF_TILE_WIDTH in tags:
+    if any(tag == _TIFF_TILE_WIDTH for tag, _, _, _ in _tiff_entries(raw)):
         return "OpenCV could not decode this tiled TIFF; saved in strips (the usual layout) it reads"
     return "corrupt, or a TIFF layout OpenCV does not read"
 
@@ -439,6 +439,8 @@ def _tiff_short_tags(tiff: bytes) -> dict[int, tuple[int, int, int]]:
     try:
         for tag, kind, n, at in _tiff_entries(tiff):
             if kind == 3:
+                if n > 2:  # more than the entry holds: the field is the values' offset
+                    (at,) = struct.unpack(order + "I", tiff[at : at + 4])
                 out.setdefault(tag, (struct.unpack(order + "H", tiff[at : at + 2])[0], at, n))
     except struct.error:
         pass  # truncated: the entries read so far
