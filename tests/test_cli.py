@@ -647,7 +647,8 @@ def test_float_samples_outside_0_1_and_nan_are_named_and_do_not_spread(tmp_path:
     import cv2
 
     (tmp_path / "in").mkdir()
-    assert cv2.imwrite(str(tmp_path / "in" / "hdr.tiff"), hdr[:, :, ::-1])  # esrforge's own writer clips to 0..1
+    # uncompressed: OpenCV before 5 compresses float RGB TIFFs lossily (SGILOG) by default
+    assert cv2.imwrite(str(tmp_path / "in" / "hdr.tiff"), hdr[:, :, ::-1], [cv2.IMWRITE_TIFF_COMPRESSION, 1])
     image(tmp_path / "in" / "nan.tiff", bad)
     image(tmp_path / "in" / "ok.tiff", img)
     assert upscale(tmp_path / "in", "-o", tmp_path / "out", "-m", near4) == 0
@@ -1043,3 +1044,17 @@ def test_interpolate_alpha_out_of_range_fails(tmp_path: Path, rrdb_file: Path, c
     assert cli("interpolate", rrdb_file, rrdb_file, "--alpha", "1.5", "-o", out) == 1
     assert "--alpha" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_opencv_is_silenced_on_every_supported_version():
+    # cv2.utils.logging is OpenCV 4.13's; 4.10-4.12 have only cv2.setLogLevel (0 = silent).
+    from types import SimpleNamespace
+
+    from esrforge.cli import silence_opencv
+
+    calls = []
+    new = SimpleNamespace(utils=SimpleNamespace(logging=SimpleNamespace(LOG_LEVEL_SILENT=0, setLogLevel=calls.append)))
+    silence_opencv(new)
+    old = SimpleNamespace(utils=SimpleNamespace(), setLogLevel=lambda level: calls.append(("old", level)))
+    silence_opencv(old)
+    assert calls == [0, ("old", 0)]

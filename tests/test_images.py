@@ -331,6 +331,8 @@ def test_cmyk_tiff_reads_as_rgb_without_an_alpha_it_never_had(tmp_path: Path, or
 
 @pytest.mark.parametrize("ext", [".webp", ".png"])
 def test_an_animated_image_warns_that_only_its_first_frame_is_read(tmp_path: Path, ext: str) -> None:
+    if not hasattr(cv2, "Animation"):
+        pytest.skip("this OpenCV writes no animations (4.11 is the first)")
     anim = cv2.Animation()
     frames = [photo_like(8, 10, seed=i)[..., ::-1].copy() for i in range(3)]  # OpenCV's BGR
     anim.frames, anim.durations = frames, [100] * 3
@@ -744,8 +746,8 @@ def test_image_io_is_light_and_leaves_opencv_settings_alone(tmp_path: Path) -> N
     import subprocess
     import sys
 
-    probe = "import cv2, sys; before = cv2.utils.logging.getLogLevel(); import esrforge.images; " \
-            "print('torch' in sys.modules, cv2.utils.logging.getLogLevel() == before)"
+    probe = ("import cv2, sys; level = getattr(getattr(cv2.utils, 'logging', None), 'getLogLevel', None) or cv2.getLogLevel; "
+             "before = level(); import esrforge.images; print('torch' in sys.modules, level() == before)")  # OpenCV 4.13+ | older
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "True"]
     good = cv2.imencode(".png", photo_like(16, 16))[1].tobytes()
@@ -753,13 +755,14 @@ def test_image_io_is_light_and_leaves_opencv_settings_alone(tmp_path: Path) -> N
     env = {k: v for k, v in __import__("os").environ.items() if k != "OPENCV_LOG_LEVEL"}
     run = subprocess.run([sys.executable, "-m", "esrforge", "upscale", str(tmp_path / "cut.png"), "-o", str(tmp_path / "o.png"),
                           "-m", "photo_x4", "-q"], capture_output=True, text=True, env=env)
-    assert run.returncode == 1 and run.stderr.strip() == f"error: {tmp_path / 'cut.png'}: not a readable image (corrupt or unsupported format)"
+    ours = [line for line in run.stderr.splitlines() if not line.startswith("libpng ")]  # OpenCV < 4.13's libpng prints its own
+    assert run.returncode == 1 and ours == [f"error: {tmp_path / 'cut.png'}: not a readable image (corrupt or unsupported format)"]
 
 
 def test_infinities_are_clipped_and_nans_zeroed_as_the_warning_says(tmp_path: Path) -> None:
     img = np.full((2, 3, 3), 0.5, np.float32)
     img[0, 0], img[0, 1], img[0, 2] = np.inf, np.nan, -np.inf
-    assert cv2.imwrite(str(tmp_path / "f.tiff"), img)
+    assert cv2.imwrite(str(tmp_path / "f.tiff"), img, [cv2.IMWRITE_TIFF_COMPRESSION, 1])  # not OpenCV 4's lossy SGILOG
     with pytest.warns(UserWarning, match=r"f.tiff: 6 infinite sample\(s\) clipped to 0 or 1; 3 NaN sample\(s\) set to 0"):
         back = read_image(tmp_path / "f.tiff")
     np.testing.assert_array_equal(back[0, :, 0], [1.0, 0.0, 0.0])

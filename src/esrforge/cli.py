@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from esrforge import __version__
 from esrforge.train import TrainingError  # light: the class only, no torch
@@ -613,6 +613,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def silence_opencv(cv2: Any) -> None:
+    """Set OpenCV's log level to silent: cv2.utils.logging from OpenCV 4.13, cv2.setLogLevel
+    (0 = silent) before it."""
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is not None:
+        logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+    elif hasattr(cv2, "setLogLevel"):
+        cv2.setLogLevel(0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), "")  # named even for a Ctrl-C while parsing
@@ -629,7 +639,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # here: a library import must not change an embedding program's OpenCV settings.)
             import cv2
 
-            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+            silence_opencv(cv2)
         func = {
             "upscale": upscale, "degrade": degrade, "train": train, "plot": plot, "metrics": metrics,
             "models": models, "info": info, "convert": convert, "interpolate": interpolate,

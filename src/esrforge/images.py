@@ -271,7 +271,11 @@ def write_image(
     elif channels == 4:
         img = cv2.cvtColor(img, cv2.COLOR_RGBA2BGRA, dst=img if own else None)
     params: list[int] = []
-    if ext in (".jpg", ".jpeg"):
+    if ext in (".tif", ".tiff") and img.dtype == np.float32:
+        # Deflate, asked for by number: OpenCV before 5 wrote float RGB TIFFs with lossy SGILOG
+        # compression by default (samples off by up to 0.02) and takes this request as "none".
+        params = [cv2.IMWRITE_TIFF_COMPRESSION, 8]
+    elif ext in (".jpg", ".jpeg"):
         params = [cv2.IMWRITE_JPEG_QUALITY, quality]
     elif ext == ".webp":
         params = [cv2.IMWRITE_WEBP_QUALITY, 101 if lossless else quality]  # OpenCV: above 100 = lossless

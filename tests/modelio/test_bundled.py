@@ -23,18 +23,33 @@ def test_the_default_is_a_bundled_model():
 
 
 def scene(size: int = 128, seed: int = 0) -> np.ndarray:
-    """A photo-like test card: shaded background, hard and soft edges, thin lines, text."""
+    """A photo-like test card: shaded background, discs with soft edges, thin lines, text-like
+    strokes, a camera's slight blur. Drawn in numpy alone, so it is the same card whatever the
+    OpenCV version (its anti-aliased drawing differs between releases)."""
     rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    img = np.stack([0.35 + 0.3 * x, 0.45 + 0.2 * np.sin(4 * y), 0.6 - 0.3 * x * y], axis=2)
-    img = (np.clip(img, 0, 1) * 255).astype(np.uint8)
+    y, x = np.mgrid[0:size, 0:size].astype(np.float64)
+    u, v = x / size, y / size
+    img = np.stack([0.35 + 0.3 * u, 0.45 + 0.2 * np.sin(4 * v), 0.6 - 0.3 * u * v], axis=2)
+
+    def paint(cover: np.ndarray, colour) -> np.ndarray:
+        return img * (1 - cover[..., None]) + np.asarray(colour, np.float64) * cover[..., None]
+
     for _ in range(5):
-        c = tuple(int(v) for v in rng.integers(0, 256, 3))
-        cv2.circle(img, tuple(int(v) for v in rng.integers(10, size - 10, 2)), int(rng.integers(6, 30)), c, -1, cv2.LINE_AA)
-    for k in range(6):
-        cv2.line(img, (8, 12 + 6 * k), (size - 8, 20 + 9 * k), (20, 20, 20), 1, cv2.LINE_AA)
-    cv2.putText(img, "esr", (10, size - 14), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (250, 250, 240), 2, cv2.LINE_AA)
-    return cv2.GaussianBlur(img, (3, 3), 0.6)  # a camera's softness: no aliasing before the x4 downscale
+        cx, cy = rng.integers(10, size - 10, 2)
+        r = rng.integers(6, 30)
+        img = paint(np.clip(r + 0.5 - np.hypot(x - cx, y - cy), 0, 1), rng.integers(0, 256, 3) / 255)
+    for k in range(6):  # 1-pixel lines: coverage falls off with the distance to the segment
+        x0, y0, x1, y1 = 8, 12 + 6 * k, size - 8, 20 + 9 * k
+        t = np.clip(((x - x0) * (x1 - x0) + (y - y0) * (y1 - y0)) / ((x1 - x0) ** 2 + (y1 - y0) ** 2), 0, 1)
+        img = paint(np.clip(1 - np.hypot(x - x0 - t * (x1 - x0), y - y0 - t * (y1 - y0)), 0, 1), (0.08, 0.08, 0.08))
+    strokes = (x >= 10) & (x < 60) & (y >= size - 30) & (y < size - 12) & ((x // 3) % 2 == 0)
+    img = paint(strokes.astype(np.float64), (0.98, 0.98, 0.94))
+    g = np.exp(-0.5 * (np.arange(-1, 2) / 0.6) ** 2)
+    g /= g.sum()
+    padded = np.pad(img, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    img = sum(g[i] * padded[i : i + size, 1:-1] for i in range(3))  # separable 3x3 Gaussian, sigma 0.6
+    img = sum(g[i] * np.pad(img, ((0, 0), (1, 1), (0, 0)), mode="edge")[:, i : i + size] for i in range(3))
+    return np.rint(np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
 def _down4(hr: np.ndarray) -> np.ndarray:
@@ -53,9 +68,9 @@ def test_bundled_model_loads_and_beats_bicubic(name):
     assert sr.shape == hr.shape and sr.dtype == np.uint8
     bicubic = cv2.resize(lr, hr.shape[1::-1], interpolation=cv2.INTER_CUBIC)
     kw = {"crop_border": 4, "y_channel": True}
-    # The GAN model trades PSNR for invented detail: it must still beat bicubic, by less (the
-    # current one leads by 0.06 dB on this synthetic scene, by 0.46 dB on the held-out photos).
-    margin = 0.5 if name == DEFAULT_MODEL else 0.0
+    # On this card photo_x4 leads bicubic by 0.49 dB Y-PSNR; the GAN model, which trades PSNR for
+    # invented detail, by 0.31 dB (by 0.46 dB on the held-out photos, docs/models.md).
+    margin = 0.3 if name == DEFAULT_MODEL else 0.1
     assert psnr(sr, hr, **kw) > psnr(bicubic, hr, **kw) + margin
     assert ssim(sr, hr, **kw) > ssim(bicubic, hr, **kw)
 

@@ -25,6 +25,8 @@ from torch.nn import functional as F
 from esrforge.modelio.detect import ModelDescriptor
 
 DEFAULT_MARGIN = 16
+# torch.OutOfMemoryError (any device) is torch 2.5's; before it, CUDA's was the only one.
+_OOM: type[Exception] = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
 class Progress(Protocol):
@@ -56,7 +58,7 @@ def working_set_per_px(desc: ModelDescriptor, elem_size: int) -> float:
 
 
 def is_oom(e: BaseException) -> bool:
-    if isinstance(e, torch.OutOfMemoryError):
+    if isinstance(e, _OOM):
         return True
     msg = str(e)
     return isinstance(e, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
@@ -200,7 +202,7 @@ def upscale_tiled(
         t1, l1 = min(H, r.top + r.height + margin), min(W, r.left + r.width + margin)
         try:
             y = run(np.ascontiguousarray(img[t0:t1, l0:l1]))
-        except (RuntimeError, torch.OutOfMemoryError) as e:
+        except (RuntimeError, _OOM) as e:
             if not is_oom(e):
                 raise
             if torch.cuda.is_available():

@@ -57,14 +57,14 @@ def read_raw(path: str | os.PathLike[str]) -> tuple[Any, dict[str, str]]:
     except pickle.UnpicklingError as e:
         why, msg = _torch_reason(e), str(e)
         # An unknown opcode in a real pickle is code (INST, OBJ); in anything else, just bytes.
-        name = re.search(r"GLOBAL ([\w.]+)", msg)
+        name = re.search(r"(?:GLOBAL|Unsupported class) ([\w.]+)", msg)  # torch >= 2.4 | torch 2.3
         if name and name.group(1).rsplit(".", 1)[-1][:1].isupper():  # a class: torch.save(model), not (model.state_dict())
             raise ModelFileError(
                 f"{path}: refused: it holds a whole pickled Python object ({name.group(1)}), not only tensors, and "
                 "loading it would run that class's code (weights_only=True; nothing from it was run); "
                 "where it was made, save model.state_dict() instead"
             ) from None
-        if "GLOBAL" in msg or "Unsupported global" in msg or (kind == "torch" and "Unsupported operand" in msg):
+        if name or "Unsupported global" in msg or (kind == "torch" and "Unsupported operand" in msg):
             raise ModelFileError(
                 f"{path}: refused: the file contains pickled code or objects, not only tensors "
                 f"(loaded with weights_only=True; nothing from it was run): {why}"
