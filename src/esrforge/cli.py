@@ -404,7 +404,11 @@ def upscale(
     failed += errors
     if not quiet:
         took = f" in {time.perf_counter() - t0:.1f} s" if done else ""
-        msg = f"upscaled {done}{took}, skipped {skipped} (already there; --overwrite to redo), failed {failed}"
+        msg = f"upscaled {done}{took}"
+        if skipped:
+            msg += f", skipped {skipped} (already there; --overwrite to redo)"
+        if failed:
+            msg += f", failed {failed}"
         if up.fp32_rescues:
             msg += f"; {up.fp32_rescues} tile(s) overflowed in half precision and were redone in fp32"
         print(msg, file=sys.stderr)
@@ -656,6 +660,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"esrforge {command}: interrupted (no output is left half-written)", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `esrforge train --schema | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush does not fail again
+        return 141  # 128 + SIGPIPE, as a shell reports it
     except (CommandError, ValueError, OSError, TrainingError) as e:  # ModelFileError, ImageError: ValueErrors
         print(f"esrforge {command}: error: {error_text(e)}", file=sys.stderr)
         return 1
