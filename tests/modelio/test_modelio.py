@@ -39,6 +39,12 @@ def _layouts(m: RRDBNet) -> dict[str, object]:
         "single_key.pth": {"generator_weights": sd},
         "compiled.pth": {"params": {f"_orig_mod.{k}": v for k, v in sd.items()}},  # torch.compile's wrapper
         "ddp_compiled.pth": {"params_ema": {f"module._orig_mod.{k}": v for k, v in sd.items()}},
+        "hyphen_ema.pth": {"params": {k: v * 0 for k, v in sd.items()}, "params-ema": sd},  # neosr and others
+        "model_state_dict.pth": {"model_state_dict": sd, "optimizer_state_dict": {"lr": 1.0}, "epoch": 10},
+        "netG.pth": {f"netG.{k}": v for k, v in sd.items()},
+        # a whole GAN training module's state (Lightning): the generator's part is the model
+        "lightning.ckpt": {"state_dict": {**{f"generator.{k}": v for k, v in sd.items()},
+                                          "discriminator.conv0.weight": torch.zeros(4, 3, 3, 3)}, "epoch": 3},
     }
 
 
@@ -225,6 +231,13 @@ def test_missing_tensor_is_reported(tmp_path):
         ({"model.0.weight": (8, 3, 4, 4), "model.2.weight": (16, 8, 4, 4)}, "PatchGAN"),
         ({"features.0.weight": (8, 3, 3, 3), "classifier.0.weight": (10, 8)}, "VGG"),
         ({"foo.weight": (3,)}, "unknown model layout"),
+        # other super-resolution architectures, by keys their files carry
+        ({"conv_first.weight": (8, 3, 3, 3), "patch_embed.norm.weight": (8,), "layers.0.residual_group.blocks.0.norm1.weight": (8,)},
+         r"this looks like a SwinIR model, not an ESRGAN-family generator; spandrel \(which chaiNNer and ComfyUI use\) runs it$"),
+        ({"relative_position_index_SA": (4, 4), "conv_first.weight": (8, 3, 3, 3)}, "a HAT model"),
+        ({"conv_first.weight": (8, 3, 3, 3), "before_RG.1.weight": (8,), "layers.0.blocks.0.attn.qkv.weight": (24, 8)}, "a DAT model"),
+        ({"conv_1.sk.weight": (8, 3, 1, 1), "block_1.c1_r.sk.weight": (8, 8, 1, 1)}, "a SPAN model"),
+        ({"input.weight": (8, 3, 3, 3), "residual_layer.0.residual_layer.1.weight": (8, 8, 1, 1)}, "an OmniSR model"),
     ],
 )
 def test_non_generators_are_named(tmp_path, keys, expect):
@@ -296,3 +309,14 @@ def test_input_and_output_channels_that_differ_survive_a_safetensors_round_trip(
     x = torch.rand(1, hp["in_ch"], 8, 8)
     with torch.no_grad():
         assert torch.equal(lm.module(x), m(x))
+
+
+def test_an_esrgan_file_esrforge_does_not_build_is_named_with_its_path(tmp_path):
+    # An original-layout x16 file (four upsampling stages): consistent shapes, a scale RRDBNet lacks.
+    sd = rr.basicsr_to_original(tiny_rrdb(scale=8).state_dict())
+    moved = {"model.11": "model.14", "model.13": "model.16"}  # HR conv and last conv move up one stage
+    sd = {(moved.get(k.rsplit(".", 1)[0], k.rsplit(".", 1)[0]) + "." + k.rsplit(".", 1)[1]): v for k, v in sd.items()}
+    sd.update({"model.12.weight": sd["model.9.weight"].clone(), "model.12.bias": sd["model.9.bias"].clone()})
+    torch.save(sd, tmp_path / "16x.pth")
+    with pytest.raises(ModelFileError, match=r"16x\.pth: unsupported rrdbnet model: RRDBNet scale must be 1, 2, 4 or 8 .*got 16"):
+        load_model(tmp_path / "16x.pth")

@@ -87,9 +87,23 @@ def _looks_like(sd: StateDict) -> str | None:
         return "a PatchGAN discriminator (4x4 convs)"
     if any(re.match(r"^(net_d|discriminator|netD)\.", k) for k in keys):
         return "a discriminator"
-    if any(".attn." in k or "layers.0.residual_group" in k for k in keys):
-        return "a transformer SR model (SwinIR/HAT family)"
+    other = next((name for name, rule in _OTHER_SR if rule(sd)), None)
+    if other:
+        return f"{other}; spandrel (which chaiNNer and ComfyUI use) runs it"
+    if any(".attn." in k for k in keys):
+        return "a transformer super-resolution model"
     return None
+
+
+# Other super-resolution architectures people hold beside ESRGAN ones, by keys their files carry
+# (as spandrel's detectors know them), so the error can say what a file is.
+_OTHER_SR = (
+    ("a HAT model", lambda sd: "relative_position_index_SA" in sd or any(".conv_block." in k for k in sd)),
+    ("a DAT model", lambda sd: "before_RG.1.weight" in sd),
+    ("a SwinIR model", lambda sd: any(k.startswith("layers.0.residual_group.") for k in sd)),
+    ("a SPAN model", lambda sd: "block_1.c1_r.sk.weight" in sd or "conv_1.sk.weight" in sd),
+    ("an OmniSR model", lambda sd: "input.weight" in sd and any(k.startswith("residual_layer.") for k in sd)),
+)
 
 
 def detect(sd: StateDict, *, source: str = "<memory>", meta: dict[str, str] | None = None) -> tuple[str, str, StateDict, dict[str, Any]]:
@@ -113,7 +127,8 @@ def detect(sd: StateDict, *, source: str = "<memory>", meta: dict[str, str] | No
         raise ModelFileError(f"{source}: damaged or unsupported ESRGAN-family layout: {e.args[0]}") from None
     found = _looks_like(sd)
     if found:
-        raise ModelFileError(f"{source}: this looks like {found}, not an ESRGAN-family generator")
+        what, _, hint = found.partition("; ")
+        raise ModelFileError(f"{source}: this looks like {what}, not an ESRGAN-family generator" + (f"; {hint}" if hint else ""))
     sample = ", ".join(list(sd)[:4])
     raise ModelFileError(f"{source}: unknown model layout ({len(sd)} tensors; first keys: {sample})")
 
@@ -137,7 +152,10 @@ def describe(arch: str, layout: str, hparams: dict[str, Any], module: nn.Module,
 def from_state_dict(sd: StateDict, *, source: str = "<memory>", meta: dict[str, str] | None = None) -> LoadedModel:
     """Build the generator for a raw (unwrapped) state dict and load its weights strictly."""
     arch, layout, conv, hparams = detect(sd, source=source, meta=meta)
-    module = build(arch, **hparams)
+    try:
+        module = build(arch, **hparams)
+    except ValueError as e:  # shapes that read consistently but describe what esrforge does not build (x16)
+        raise ModelFileError(f"{source}: unsupported {arch} model: {e}") from None
     want = module.state_dict()
     bad = [k for k in want if k not in conv or conv[k].shape != want[k].shape]
     extra = [k for k in conv if k not in want]

@@ -17,11 +17,12 @@ StateDict = dict[str, Tensor]
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 MODEL_SUFFIXES = PICKLE_SUFFIXES + (".safetensors",)
 
-# Prefixes that wrappers add to every key: (Distributed)DataParallel, and torch.compile, whose
-# wrapped module's state dict is what traiNNer-style trainers save when compiling.
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+# Prefixes that wrappers add to every key: (Distributed)DataParallel, torch.compile (whose wrapped
+# module's state dict is what traiNNer-style trainers save when compiling), and the generator
+# attribute of a GAN training module.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.", "netG.", "net_g.", "generator.")
 # Container keys seen in the wild, in order of preference (EMA weights are what users want).
-_CONTAINER_KEYS = ("params_ema", "params", "state_dict", "model", "net", "generator", "net_g")
+_CONTAINER_KEYS = ("params_ema", "params-ema", "params", "model_state_dict", "state_dict", "model", "net", "generator", "net_g")
 
 
 class ModelFileError(ValueError):
@@ -145,6 +146,10 @@ def unwrap(obj: Any, path: str | os.PathLike[str] = "<memory>") -> StateDict:
             raise ModelFileError(f"{path}: no state dict found; top-level keys: {', '.join(map(str, list(obj)[:8]))}")
         obj = obj[key]
     sd = {str(k): v for k, v in obj.items()}
+    for g in ("netG.", "net_g.", "generator."):  # a whole GAN module's state (Lightning): its generator
+        mine = {k: v for k, v in sd.items() if k.startswith(g)}
+        if mine and len(mine) < len(sd) and all(k.startswith(("netD.", "net_d.", "discriminator.")) for k in sd if k not in mine):
+            sd = mine
     stripped = True
     while stripped:  # in any order and nesting: module._orig_mod.conv_first...
         stripped = False
