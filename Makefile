@@ -9,13 +9,22 @@ TORCH := torch==2.13.0
 .PHONY: venv demo test bench models model-docs clean
 
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv --clear $(VENV) || { rm -rf $(VENV); \
+	  echo "could not create $(VENV) with $(PYTHON): it needs Python's venv module (Debian/Ubuntu: apt install python3-venv)"; exit 1; }
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
 venv: $(VENV)/.installed
+
+# A .venv whose Python no longer runs (removed, or upgraded by the system) is made again.
+ifneq ($(wildcard $(VENV)),)
+ifneq ($(shell $(PY) -c "print('ok')" 2>/dev/null),ok)
+$(info $(VENV): its Python no longer runs; making it again)
+$(shell rm -rf $(VENV))
+endif
+endif
 
 demo: venv
 	$(PY) scripts/demo.py
@@ -40,4 +49,4 @@ model-docs: venv
 	$(PY) scripts/model_pictures.py
 
 clean:
-	rm -rf $(VENV) build demo-output .pytest_cache
+	rm -rf $(VENV) build demo-output .pytest_cache src/esrforge.egg-info
