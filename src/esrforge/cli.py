@@ -472,6 +472,41 @@ def degrade(
     return 1 if errors else 0
 
 
+def split(
+    hr_dir: Path,
+    out_dir: Path,
+    *,
+    size: int = 480,
+    step: int = 240,
+    threshold: int = 0,
+    lr_dir: Path | None = None,
+    lr_out_dir: Path | None = None,
+    scale: int = 4,
+    workers: int | None = None,
+    quiet: bool = False,
+) -> int:
+    """Cut a training set's images into sub-images; see esrforge.data.split."""
+    from tqdm import tqdm
+
+    from esrforge.data.degrade import default_workers
+    from esrforge.data.split import SplitSettings, split_folder
+
+    if scale < 1:
+        raise CommandError(f"--scale must be >= 1, got {scale}")
+    if (lr_dir is None) != (lr_out_dir is None):
+        raise CommandError("--lr and --lr-output go together")
+    settings = SplitSettings(size=size, step=step, threshold=threshold, scale=scale if lr_dir is not None else 1)
+    with tqdm(unit="img", disable=quiet, dynamic_ncols=True, delay=1.0) as bar:
+        written, errors = split_folder(hr_dir, out_dir, settings, lr_dir=lr_dir, lr_out_dir=lr_out_dir,
+                                       workers=default_workers() if workers is None else workers, progress=lambda: bar.update(1))
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    if not quiet:
+        pairs = f" (and as many LR ones to {lr_out_dir})" if lr_out_dir is not None else ""
+        print(f"wrote {written} sub-image(s) of {size} px to {out_dir}{pairs}; {len(errors)} image(s) failed", file=sys.stderr)
+    return 1 if errors else 0
+
+
 # --- train -----------------------------------------------------------------------------------------
 
 
@@ -569,6 +604,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--count", type=int, default=8, help="draws on the contact sheet (default: 8)")
     s.add_argument("-q", "--quiet", action="store_true")
 
+    s = sub.add_parser("split", help="cut large training images into overlapping sub-images (faster data loading)")
+    s.add_argument("hr_dir", type=Path, metavar="HR_DIR", help="images (searched recursively)")
+    s.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="an empty or new folder: NAME_s001.png, ... mirroring HR_DIR")
+    s.add_argument("--size", type=int, default=480, help="sub-image size in pixels (default: 480, as BasicSR)")
+    s.add_argument("--step", type=int, default=240, help="distance between sub-images (default: 240)")
+    s.add_argument("--threshold", type=int, default=0,
+                   help="a remainder along an edge larger than this gets a sub-image flush with the edge (default: 0)")
+    s.add_argument("--lr", dest="lr_dir", type=Path, metavar="LR_DIR", help="LR partners (same relative names): cut at the same places")
+    s.add_argument("--lr-output", dest="lr_out_dir", type=Path, metavar="LR_OUT", help="where the LR sub-images go (with --lr)")
+    s.add_argument("--scale", type=int, default=4, help="LR = HR / scale, with --lr (default: 4)")
+    s.add_argument("--workers", type=int, default=None, help="processes (default: up to 4)")
+    s.add_argument("-q", "--quiet", action="store_true")
+
     s = sub.add_parser("train", help="train a model from a YAML config (see configs/)")
     s.add_argument("config", type=Path, nargs="?", metavar="CONFIG")
     s.add_argument("--runs-dir", type=Path, default=None,
@@ -645,7 +693,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             silence_opencv(cv2)
         func = {
-            "upscale": upscale, "degrade": degrade, "train": train, "plot": plot, "metrics": metrics,
+            "upscale": upscale, "degrade": degrade, "split": split, "train": train, "plot": plot, "metrics": metrics,
             "models": models, "info": info, "convert": convert, "interpolate": interpolate,
         }[command]
 

@@ -326,3 +326,12 @@ def test_cuda_matches_cpu():
     assert y_gpu.device.type == "cuda"
     assert l_cpu == l_gpu
     assert torch.allclose(y_gpu.cpu(), y_cpu, atol=1e-5)
+
+
+@pytest.mark.parametrize("size, shape", [(51, (2, 3, 64, 80)), (7, (1, 1, 9, 5)), (51, (1, 3, 20, 30))])  # the last: too small to reflect
+def test_separable_gaussian_blur_equals_the_2d_kernel(size, shape):
+    from esrforge.data.filters import gaussian_blur
+
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(size), dtype=torch.float64)
+    sigma = 0.3 * ((size - 1) * 0.5 - 1) + 0.8
+    torch.testing.assert_close(gaussian_blur(x, size, sigma), filter2d(x, gaussian_kernel(size, sigma)), rtol=0, atol=1e-12)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from esrforge.data.filters import filter2d, gaussian_kernel
+from esrforge.data.filters import gaussian_blur
 from esrforge.data.steps import Context, Range, Step, per_sample_tensor, range_field
 
 
@@ -17,10 +17,9 @@ def usm_sharpen(x: Tensor, weight: Tensor | float = 0.5, radius: int = 50, thres
     radius 50 -> a 51 px Gaussian with OpenCV's automatic sigma for that size."""
     size = radius + 1 if radius % 2 == 0 else radius
     sigma = 0.3 * ((size - 1) * 0.5 - 1) + 0.8
-    k = gaussian_kernel(size, sigma)
-    residual = x - filter2d(x, k)
+    residual = x - gaussian_blur(x, size, sigma)
     mask = (residual.abs() * 255 > threshold).to(x.dtype)
-    soft = filter2d(mask, k)
+    soft = gaussian_blur(mask, size, sigma)
     w = per_sample_tensor(torch.as_tensor(weight).expand(x.shape[0]), x) if not isinstance(weight, float) else weight
     sharp = (x + w * residual).clamp(0, 1)
     return soft * sharp + (1 - soft) * x
