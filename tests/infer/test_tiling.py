@@ -1,5 +1,6 @@
 import math
 import tracemalloc
+import warnings
 
 import cv2
 import numpy as np
@@ -316,6 +317,20 @@ def test_outscale_and_chain():
     assert Upscaler([a, b], precision="fp32").upscale(img).shape == (40, 56, 3)
     assert Upscaler(a, outscale=3.0).upscale(img).shape == (30, 42, 3)
     assert Upscaler(a, outscale=0.5).upscale(img).shape == (5, 7, 3)
+    # Ties round up on both sides (Python's round() sent 48.5 down and 65.5 up: the aspect bent)
+    assert Upscaler(a, outscale=0.5).upscale(photo_like(97, 131)).shape == (49, 66, 3)
+    assert Upscaler(a, outscale=1.5).upscale(photo_like(3, 5)).shape == (5, 8, 3)
+    assert Upscaler(a, outscale=2.3).upscale(photo_like(100, 10)).shape == (230, 23, 3)  # 229.99999999999997
+
+
+def test_half_precision_on_a_16bit_image_asked_for_explicitly_says_what_it_costs():
+    up = Upscaler(loaded(tiny_compact(2)), precision="bf16", device="cpu")
+    img = photo_like(12, 12, dtype=np.uint16)
+    with pytest.warns(UserWarning, match="16-bit and float images keep about 8 significant bits in half precision"):
+        up.upscale(img)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per Upscaler, not once per image of a folder
+        up.upscale(img)
 
 
 def test_bad_arguments_are_refused():

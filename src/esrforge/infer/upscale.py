@@ -112,6 +112,13 @@ def _maxval(dtype: np.dtype) -> float:
 ModelLike = Union[LoadedModel, str, "os.PathLike[str]", torch.nn.Module]
 
 
+def outscaled(n: int, outscale: float) -> int:
+    """A side's length after `--outscale`: n * outscale rounded half up (one rule for both sides,
+    so an aspect ratio is not bent by ties going opposite ways), at least 1. The 1e-9 absorbs
+    float error such as 229.99999999999997 for 230."""
+    return max(1, math.floor(n * outscale + 0.5 + 1e-9))
+
+
 def as_loaded(model: object) -> LoadedModel:
     """What `Upscaler` and `upscale_image` take as a model: a LoadedModel (from `load_model`), a
     model file's path or a bundled model's name, or an RRDBNet / SRVGGNetCompact module built in
@@ -180,6 +187,7 @@ class Upscaler:
         if outscale is not None and not 0 < outscale < float("inf"):
             raise ValueError(f"outscale must be a finite number > 0, got {outscale}")
         self.outscale = outscale
+        self._warned_depth = False
         self._runners: dict[tuple[int, torch.dtype], TileRunner] = {}
         self._tiles: dict[tuple[int, torch.dtype], int] = {}
 
@@ -270,6 +278,10 @@ class Upscaler:
         if note is not None:
             warnings.warn(f"the image's {note}", stacklevel=2)
         dtype = resolve_precision(self.precision, self.device, high_bit_depth=img.dtype != np.uint8)
+        if img.dtype != np.uint8 and dtype != torch.float32 and not self._warned_depth:
+            self._warned_depth = True  # once: a folder of 16-bit images would repeat it for each
+            warnings.warn(f"precision {self.precision}: 16-bit and float images keep about 8 significant bits in "
+                          "half precision (errors near 1/255, not 1/65535); auto or fp32 keeps their precision", stacklevel=2)
         if self.rgba:
             return self._resize_to_outscale(self._upscale_rgba(img, dtype, progress), img)
         has_alpha = img.shape[2] in (2, 4)
@@ -320,7 +332,7 @@ class Upscaler:
         """The final resize to `outscale` (relative to the input `img`), if one is asked for."""
         if self.outscale is not None and self.outscale != self.scale:
             h, w = img.shape[:2]
-            size = (max(1, round(w * self.outscale)), max(1, round(h * self.outscale)))
+            size = (outscaled(w, self.outscale), outscaled(h, self.outscale))
             c = color.shape[2]
             if self.outscale < self.scale:  # area averaging stays inside the image: no border to mind
                 color = cv2.resize(color, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], c)
