@@ -980,3 +980,39 @@ def test_an_animated_webp_is_lossless_when_its_first_frame_is(tmp_path: Path) ->
         path = tmp_path / f"anim_{lossless}.webp"
         frames[0].save(path, save_all=True, append_images=frames[1:], lossless=lossless, quality=80)
         assert images.webp_is_lossless(path) == lossless
+
+
+def test_image_size_of_a_large_png_reads_its_ends_only(tmp_path: Path, monkeypatch) -> None:
+    # Datasets check every image's size at startup: walking a 2K PNG's hundreds of IDAT chunks for
+    # a late eXIf read the whole dataset from disk.
+    img = (np.random.default_rng(0).random((600, 800, 3)) * 255).astype(np.uint8)  # ~1.4 MB of IDAT
+    ok, buf = cv2.imencode(".png", img)
+    data = buf.tobytes()
+    iend = data.rindex(b"IEND") - 4
+    path = tmp_path / "big.png"
+    path.write_bytes(data[:iend] + png_chunk(b"eXIf", tiff_orientation_ifd(6)) + data[iend:])
+    read = []
+    real_open = open
+
+    class Counting:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def read(self, n=-1):
+            chunk = self.f.read(n)
+            read.append(len(chunk))
+            return chunk
+
+        def seek(self, *args):
+            return self.f.seek(*args)
+
+    monkeypatch.setattr(images, "open", lambda p, mode="r": Counting(real_open(p, mode)), raising=False)
+    assert images.image_size(path) == (800, 600)  # the late eXIf's orientation 6 is still seen
+    # the head and the tail: not one small read per chunk, each of which makes the OS fetch a page
+    assert len(read) <= 3 and sum(read) <= 2 * 65536 < len(data) // 10

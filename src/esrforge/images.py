@@ -511,7 +511,7 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     try:
         with open(path, "rb") as f:
             head = f.read(64 * 1024)
-            png_exif = _png_file_exif(f) if head[:8] == _PNG_SIGNATURE else None
+            png_exif = _png_file_exif(f, head) if head[:8] == _PNG_SIGNATURE else None
     except OSError as e:
         raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
     size = None
@@ -531,16 +531,23 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     return size
 
 
-def _png_file_exif(f: BinaryIO) -> bytes:
-    """The eXIf chunk's data of an open PNG file wherever it lies, read chunk header by chunk header."""
-    f.seek(8)
-    while len(header := f.read(8)) == 8:
-        length, kind = struct.unpack(">I4s", header)
+def _png_file_exif(f: BinaryIO, head: bytes) -> bytes:
+    """The eXIf chunk's data of an open PNG: before the image data (in `head`), or after it near
+    the end of the file, where writers put a late one. The chunks between are not read: a 2K PNG
+    has hundreds of IDAT chunks, and walking them read the whole dataset at startup."""
+    for kind, chunk in _png_header_chunks(head):
         if kind == b"eXIf":
-            return f.read(length)
-        if kind == b"IEND":
-            break
-        f.seek(length + 4, os.SEEK_CUR)  # the data and its CRC
+            return chunk
+    end = f.seek(0, os.SEEK_END)
+    f.seek(max(0, end - 65536))
+    tail = f.read()
+    at = tail.rfind(b"eXIf")
+    while at >= 4:  # a chunk whose CRC checks out, not four bytes that happen to spell it
+        (length,) = struct.unpack(">I", tail[at - 4 : at])
+        data, crc = tail[at + 4 : at + 4 + length], tail[at + 4 + length : at + 8 + length]
+        if len(data) == length and len(crc) == 4 and zlib.crc32(b"eXIf" + data) == struct.unpack(">I", crc)[0]:
+            return data
+        at = tail.rfind(b"eXIf", 0, at)
     return b""
 
 
