@@ -14,9 +14,9 @@ import struct
 import warnings
 import zlib
 from collections.abc import Iterator
-from typing import BinaryIO
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -110,7 +110,8 @@ def _read(path: Path) -> tuple[np.ndarray, bytes]:
         kind == b"ANIM" for kind, _, _ in _webp_chunks(raw)
     ):
         warnings.warn(f"{path}: an animated image; only its first frame is read", stacklevel=3)
-    tiff = {tag: (v, at) for tag, (v, at, n) in _tiff_short_tags(raw).items() if n == 1} if is_tiff else {}
+    tiff_tags = _tiff_short_tags(raw) if is_tiff else {}
+    tiff = {tag: (v, at) for tag, (v, at, n) in tiff_tags.items() if n == 1}
     if tiff.get(_TIFF_EXTRA_SAMPLES, (0, 0))[0] == 2:
         # For 8-bit RGBA TIFFs with "unassociated alpha" (GIMP's and Photoshop's) OpenCV goes
         # through libtiff's RGBA reader, which premultiplies: colour 162 under alpha 4 came back
@@ -128,7 +129,7 @@ def _read(path: Path) -> tuple[np.ndarray, bytes]:
     except cv2.error as e:  # e.g. a header declaring more pixels than OpenCV allows
         raise ImageError(f"{path}: not a readable image ({_cv2_reason(e)})") from None
     if img is None:
-        raise ImageError(f"{path}: not a readable image ({_tiff_hint(raw) if is_tiff else 'corrupt or unsupported format'})")
+        raise ImageError(f"{path}: not a readable image ({_tiff_hint(raw, tiff_tags) if is_tiff else 'corrupt or unsupported format'})")
     if img.dtype not in (np.uint8, np.uint16):
         if img.dtype in (np.float32, np.float64):
             img, note = clip_to_unit(img.astype(np.float32))
@@ -139,7 +140,7 @@ def _read(path: Path) -> tuple[np.ndarray, bytes]:
     if img.ndim == 2:
         img = img[:, :, None]
         if tiff.get(_TIFF_SAMPLES_PER_PIXEL, (1, 0))[0] == 2:
-            bits = _tiff_short_tags(raw).get(_TIFF_BITS_PER_SAMPLE, (8, 0, 0))[0]
+            bits = tiff_tags.get(_TIFF_BITS_PER_SAMPLE, (8, 0, 0))[0]
             also = f", and its {bits}-bit samples as 8-bit" if bits > 8 else ""
             warnings.warn(f"{path}: OpenCV reads gray + alpha TIFFs without their alpha{also}; save as PNG to keep it", stacklevel=3)
         key = _png_gray_transparent_value(raw) if is_png else None
@@ -174,9 +175,8 @@ def _unpremultiply(img: np.ndarray) -> np.ndarray:
     return out
 
 
-def _tiff_hint(raw: bytes) -> str:
-    """Why OpenCV may have refused a TIFF, where its tags tell."""
-    tags = _tiff_short_tags(raw)
+def _tiff_hint(raw: bytes, tags: dict[int, tuple[int, int, int]]) -> str:
+    """Why OpenCV may have refused a TIFF, where its tags (`_tiff_short_tags`) tell."""
     if tags.get(_TIFF_SAMPLE_FORMAT, (1, 0, 0))[0] == 3 and tags.get(_TIFF_BITS_PER_SAMPLE, (0, 0, 0))[0] == 16:
         return "16-bit float samples, which OpenCV does not read; save with 32-bit float or 16-bit integer samples"
     if any(tag == _TIFF_TILE_WIDTH for tag, _, _, _ in _tiff_entries(raw)):
@@ -443,8 +443,7 @@ def _tiff_short_tags(tiff: bytes) -> dict[int, tuple[int, int, int]]:
     try:
         for tag, kind, n, at in _tiff_entries(tiff):
             if kind == 3:
-                if n > 2:  # more than the entry holds: the field is the values' offset
-                    (at,) = struct.unpack(order + "I", tiff[at : at + 4])
+                at = _tiff_values_at(tiff, at, 2 * n)
                 out.setdefault(tag, (struct.unpack(order + "H", tiff[at : at + 2])[0], at, n))
     except struct.error:
         pass  # truncated: the entries read so far
@@ -462,29 +461,34 @@ def _tiff_orientation(tiff: bytes) -> int:
 
 
 def _strip_exif_header(b: bytes) -> bytes:
-    return b[6:] if b.startswith(b"Exif\x00\x00") else b
+    return b[len(_EXIF_HEADER) :] if b.startswith(_EXIF_HEADER) else b
 
 
 def exif_orientation(data: bytes) -> int:
     """The EXIF orientation (1..8) of an encoded JPEG, PNG, WebP or TIFF file; 1 if none."""
     try:
-        if data[:2] == b"\xff\xd8":
-            for marker, at, end in _jpeg_segments(data):
-                if marker == 0xE1 and data[at : at + 6] == b"Exif\x00\x00":
-                    return _tiff_orientation(data[at + 6 : end])
-        elif data[:8] == _PNG_SIGNATURE:
-            for kind, at, size in _png_chunks(data):  # libpng takes eXIf after the image data too
-                if kind == b"eXIf":
-                    return _tiff_orientation(_strip_exif_header(data[at : at + size]))
-        elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-            for kind, at, length in _webp_chunks(data):
-                if kind == b"EXIF":
-                    return _tiff_orientation(_strip_exif_header(data[at : at + length]))
-        elif data[:4] in _TIFF_MAGIC:
-            return _tiff_orientation(data)
+        block = data if data[:4] in _TIFF_MAGIC else _exif_block(data)
+        return _tiff_orientation(block) if block else 1
     except struct.error:
         return 1
-    return 1
+
+
+def _exif_block(data: bytes) -> bytes | None:
+    """The EXIF block (TIFF-structured, 'Exif\\0\\0' header removed) of an encoded JPEG, PNG or
+    WebP file, or None."""
+    if data[:2] == b"\xff\xd8":
+        for marker, at, end in _jpeg_segments(data):
+            if marker == 0xE1 and data[at : at + 6] == _EXIF_HEADER:
+                return data[at + 6 : end]
+    elif data[:8] == _PNG_SIGNATURE:
+        for kind, at, size in _png_chunks(data):  # libpng takes eXIf after the image data too
+            if kind == b"eXIf":
+                return _strip_exif_header(data[at : at + size])
+    else:
+        for kind, at, size in _webp_chunks(data):
+            if kind == b"EXIF":
+                return _strip_exif_header(data[at : at + size])
+    return None
 
 
 def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
@@ -621,10 +625,9 @@ def icc_profile(data: bytes) -> bytes | None:
             if kind == b"ICCP":
                 return _icc_ok(data[at : at + size])
         if data[:4] in _TIFF_MAGIC:
-            order = "<" if data[:2] == b"II" else ">"
             for tag, kind, count, field_at in _tiff_entries(data):
                 if tag == _ICC_TIFF_TAG and kind in (1, 7):  # BYTE or UNDEFINED
-                    at = field_at if count <= 4 else struct.unpack(order + "I", data[field_at : field_at + 4])[0]
+                    at = _tiff_values_at(data, field_at, count)
                     return _icc_ok(data[at : at + count])
     except (struct.error, ValueError, IndexError, zlib.error):
         pass  # a damaged profile is no profile; the pixels are still read
@@ -638,21 +641,9 @@ def image_metadata(data: bytes) -> ImageMetadata:
     exif: bytes | None = None
     text: list[tuple[bytes, bytes]] = []
     try:
-        if data[:2] == b"\xff\xd8":
-            for marker, at, end in _jpeg_segments(data):
-                if marker == 0xE1 and data[at : at + 6] == _EXIF_HEADER:
-                    exif = data[at + 6 : end]
-                    break
-        elif data[:8] == _PNG_SIGNATURE:
-            for kind, at, size in _png_chunks(data):  # text may follow the image data
-                if kind == b"eXIf":
-                    exif = _strip_exif_header(data[at : at + size])
-                elif kind in _PNG_TEXT:
-                    text.append((kind, data[at : at + size]))
-        else:
-            for kind, at, size in _webp_chunks(data):
-                if kind == b"EXIF":
-                    exif = _strip_exif_header(data[at : at + size])
+        exif = _exif_block(data)
+        if data[:8] == _PNG_SIGNATURE:  # text may follow the image data
+            text = [(kind, data[at : at + size]) for kind, at, size in _png_chunks(data) if kind in _PNG_TEXT]
     except (struct.error, IndexError):
         pass
     return ImageMetadata(icc_profile(data), _exif_upright(exif), tuple(text))
@@ -709,6 +700,14 @@ def _jpeg_segments(data: bytes) -> Iterator[tuple[int, int, int]]:
         (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
         yield marker, pos + 4, pos + 2 + length
         pos += 2 + length
+
+
+def _tiff_values_at(tiff: bytes, field_at: int, nbytes: int) -> int:
+    """Where an entry's `nbytes` of values lie: in its own 4-byte field, or at the offset that
+    field holds when they are longer."""
+    if nbytes <= 4:
+        return field_at
+    return struct.unpack(("<" if tiff[:2] == b"II" else ">") + "I", tiff[field_at : field_at + 4])[0]
 
 
 def _tiff_entries(tiff: bytes, ifd: int | None = None) -> Iterator[tuple[int, int, int, int]]:

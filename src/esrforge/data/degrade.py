@@ -5,7 +5,9 @@ from __future__ import annotations
 import concurrent.futures as cf
 import os
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -49,6 +51,40 @@ def _init_worker() -> None:
     torch.set_num_threads(1)  # workers x threads should not exceed the cores
 
 
+# A file that does not decode or cannot be written (ImageError and DatasetError are ValueErrors):
+# reported with its name, and the other files are still done.
+FILE_ERRORS = (ValueError, OSError, cv2.error)
+J = TypeVar("J", bound=tuple)
+R = TypeVar("R")
+
+
+def run_file_jobs(
+    fn: Callable[[J], R], jobs: Sequence[J], *, workers: int, initializer: Callable[[], None] | None = None
+) -> Iterator[tuple[J, R | None, BaseException | None]]:
+    """fn(job) for each job (job[0] its source file), in this process (workers <= 0) or in that
+    many processes; yields (job, result, error) as each ends. Here FILE_ERRORS are yielded and
+    anything else raised; from a process pool every error of a job is yielded."""
+    if workers <= 0:
+        for job in jobs:
+            try:
+                result = fn(job)
+            except FILE_ERRORS as e:
+                yield job, None, e
+                continue
+            yield job, result, None
+        return
+    with cf.ProcessPoolExecutor(max_workers=workers, initializer=initializer) as pool:
+        futures = {pool.submit(fn, job): job for job in jobs}
+        for fut in cf.as_completed(futures):
+            exc = fut.exception()
+            yield futures[fut], (fut.result() if exc is None else None), exc
+
+
+def file_error_text(src: Path, e: BaseException) -> str:
+    """The error's message, led by the file's name unless it names the file already."""
+    return str(e) if str(src) in str(e) else f"{src}: {e}"
+
+
 def degrade_folder(
     hr_dir: Path,
     lr_dir: Path,
@@ -74,27 +110,11 @@ def degrade_folder(
     if progress is not None:
         progress.total = len(jobs)
     errors: list[str] = []
-
-    def done(fut_or_exc: object, src: Path) -> None:
-        if isinstance(fut_or_exc, BaseException):
-            errors.append(f"{src}: {fut_or_exc}" if str(src) not in str(fut_or_exc) else str(fut_or_exc))
+    for job, _, exc in run_file_jobs(_work, jobs, workers=workers, initializer=_init_worker):
+        if exc is not None:
+            errors.append(file_error_text(job[0], exc))
         if progress is not None:
             progress.update(1)
-
-    if workers <= 0:
-        for job in jobs:
-            try:
-                _work(job)
-                done(None, job[0])
-            except (ValueError, OSError, cv2.error) as e:  # as the worker processes' errors: reported, the run goes on
-                done(e, job[0])
-        _warn_stale(lr_dir, {job[1] for job in jobs})
-        return errors
-    with cf.ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
-        futures = {pool.submit(_work, job): job[0] for job in jobs}
-        for fut in cf.as_completed(futures):
-            exc = fut.exception()
-            done(exc, futures[fut])
     _warn_stale(lr_dir, {job[1] for job in jobs})
     return errors
 

@@ -10,16 +10,15 @@ grid at the same places, so pairs stay aligned and keep matching names.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from esrforge.data.datasets import DatasetError, pair_sizes_match, scan_images
+from esrforge.data.degrade import FILE_ERRORS, file_error_text, run_file_jobs
 from esrforge.images import IMAGE_SUFFIXES, read_image_and_metadata, visible_files, write_image
 
 
@@ -112,32 +111,15 @@ def split_folder(
     jobs = [(hr[key], out_dir / key, s, lr.get(key), lr_out_dir / key if lr_out_dir else None)
             for key in hr if lr_dir is None or key in lr]
     written = 0
-    failures = (ValueError, OSError, cv2.error)  # ImageError and DatasetError are ValueErrors
-
-    def report(src: Path, e: BaseException) -> None:
-        errors.append(str(e) if str(src) in str(e) else f"{src}: {e}")
-
-    if workers <= 0:
-        for job in jobs:
-            try:
-                written += _job(job)
-            except failures as e:
-                report(job[0], e)
-            if progress is not None:
-                progress()
-        return written, errors
-    with cf.ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(_job, job): job[0] for job in jobs}
-        for fut in cf.as_completed(futures):
-            exc = fut.exception()
-            if exc is None:
-                written += fut.result()
-            elif isinstance(exc, failures):
-                report(futures[fut], exc)
-            else:
-                raise exc
-            if progress is not None:
-                progress()
+    for job, count, exc in run_file_jobs(_job, jobs, workers=workers):
+        if exc is None:
+            written += count or 0
+        elif isinstance(exc, FILE_ERRORS):
+            errors.append(file_error_text(job[0], exc))
+        else:
+            raise exc
+        if progress is not None:
+            progress()
     return written, errors
 
 

@@ -20,7 +20,8 @@ MODEL_SUFFIXES = PICKLE_SUFFIXES + (".safetensors",)
 # Prefixes that wrappers add to every key: (Distributed)DataParallel, torch.compile (whose wrapped
 # module's state dict is what traiNNer-style trainers save when compiling), and the generator
 # attribute of a GAN training module.
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.", "netG.", "net_g.", "generator.")
+_GENERATOR_PREFIXES = ("netG.", "net_g.", "generator.")
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.", *_GENERATOR_PREFIXES)
 # Container keys seen in the wild, in order of preference (EMA weights are what users want).
 _CONTAINER_KEYS = ("params_ema", "params-ema", "params", "model_state_dict", "state_dict", "model", "net", "generator", "net_g")
 
@@ -146,7 +147,7 @@ def unwrap(obj: Any, path: str | os.PathLike[str] = "<memory>") -> StateDict:
             raise ModelFileError(f"{path}: no state dict found; top-level keys: {', '.join(map(str, list(obj)[:8]))}")
         obj = obj[key]
     sd = {str(k): v for k, v in obj.items()}
-    for g in ("netG.", "net_g.", "generator."):  # a whole GAN module's state (Lightning): its generator
+    for g in _GENERATOR_PREFIXES:  # a whole GAN module's state (Lightning): its generator
         mine = {k: v for k, v in sd.items() if k.startswith(g)}
         if mine and len(mine) < len(sd) and all(k.startswith(("netD.", "net_d.", "discriminator.")) for k in sd if k not in mine):
             sd = mine
