@@ -85,3 +85,11 @@ def test_a_bad_image_is_reported_and_the_rest_are_cut(tmp_path, capsys, workers)
     err = capsys.readouterr().err
     assert "bad.png: not a readable image" in err and "wrote 4 sub-image(s) of 64 px" in err
     assert len(list((tmp_path / "out").glob("good_s*.png"))) == 4
+
+
+def test_threshold_leaves_a_thin_remainder_uncut(tmp_path):
+    write_image(tmp_path / "hr" / "a.png", photo_like(100, 100))
+    base = ["split", str(tmp_path / "hr"), "--size", "64", "--step", "32", "--workers", "0", "-q"]
+    assert main([*base, str(tmp_path / "all")]) == 0  # 0, 32, and 36 flush with the edge: 3 x 3
+    assert main([*base, str(tmp_path / "thin"), "--threshold", "4"]) == 0  # the 4 px past 32 + 64 are left
+    assert len(list((tmp_path / "all").glob("*.png"))) == 9 and len(list((tmp_path / "thin").glob("*.png"))) == 4
