@@ -191,8 +191,12 @@ class SRDataset(Dataset):
             raise DatasetError(f"while loading a training sample: {e}") from None
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.item(index, self.epoch)
+
+    def item(self, index: int, epoch: int) -> dict[str, Any]:
+        """Sample `index` as drawn in `epoch` (what `__getitem__` gives after `set_epoch(epoch)`)."""
         s = self.samples[index % len(self.samples)]
-        g = torch.Generator().manual_seed(seed_for(self.seed, self.epoch, index))
+        g = torch.Generator().manual_seed(seed_for(self.seed, epoch, index))
         # Cropped as decoded (uint8/uint16), then converted: converting a whole 2K image to float
         # for one crop took a third of the sample's time and held ~1 GB per DataLoader worker.
         hr_img = self._read(s.hr)

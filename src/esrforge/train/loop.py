@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from esrforge.archs import build
 from esrforge.data.datasets import DatasetError, SRDataset, pair_sizes_match, scan_images, seed_for
@@ -400,31 +400,50 @@ def _set_lr(opt: torch.optim.Optimizer | None, base: float, factor: float) -> fl
 # --- data order ------------------------------------------------------------------------------------
 
 
+class _EpochItems(Dataset):
+    """The dataset indexed by (epoch, index) pairs, so one long-lived DataLoader serves every
+    epoch: its workers start once, not at each epoch (seconds each where workers are spawned,
+    as on Windows and macOS, and a stall while the last batches of an epoch drain)."""
+
+    def __init__(self, dataset: SRDataset) -> None:
+        self.dataset = dataset
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        epoch, index = key
+        return self.dataset.item(index, epoch)
+
+
 def batches(run: Run) -> Iterator[dict[str, Any]]:
     """Endless batches. The order of each epoch comes from (seed, epoch) and the position is
     counted, so a resumed run sees exactly the batches it would have seen."""
     bs = run.cfg.data.train.batch_size  # per process
     gbs = bs * run.world
-    while True:
-        run.dataset.set_epoch(run.epoch)
-        g = torch.Generator().manual_seed(seed_for(run.cfg.seed, "order", run.epoch))
-        order = torch.randperm(len(run.dataset), generator=g).tolist()
-        order = order[: len(order) // gbs * gbs][run.batches_done * gbs :]
-        # Rank r takes every world-th sample of each global batch: same data as one process
-        # with world x batch_size, whatever the number of processes.
-        order = [i for b in range(0, len(order), gbs) for i in order[b : b + gbs][run.rank :: run.world]]
-        # The loader's own generator only seeds its workers; giving it one keeps the global RNG
-        # untouched, so where a resumed run creates its loader does not matter.
-        loader = DataLoader(
-            run.dataset, batch_size=bs, sampler=order, num_workers=run.cfg.data.train.workers,
-            drop_last=True, generator=torch.Generator().manual_seed(seed_for(run.cfg.seed, "workers", run.epoch)),
-            pin_memory=run.device.type == "cuda",  # lets train_step's non_blocking copies overlap
-        )
-        for batch in loader:
-            run.batches_done += 1
-            yield batch
-        run.epoch += 1
-        run.batches_done = 0
+    per_epoch = len(run.dataset) // gbs  # >= 1: setup refuses a smaller dataset
+
+    def batch_keys(epoch: int, done: int) -> Iterator[list[tuple[int, int]]]:
+        while True:
+            g = torch.Generator().manual_seed(seed_for(run.cfg.seed, "order", epoch))
+            order = torch.randperm(len(run.dataset), generator=g).tolist()
+            for b in range(done, per_epoch):
+                # Rank r takes every world-th sample of each global batch: same data as one
+                # process with world x batch_size, whatever the number of processes.
+                yield [(epoch, i) for i in order[b * gbs : (b + 1) * gbs][run.rank :: run.world]]
+            epoch, done = epoch + 1, 0
+
+    # The loader's own generator only seeds its workers; giving it one keeps the global RNG
+    # untouched, so where a resumed run creates its loader does not matter.
+    loader = DataLoader(
+        _EpochItems(run.dataset), batch_sampler=batch_keys(run.epoch, run.batches_done),
+        num_workers=run.cfg.data.train.workers,
+        generator=torch.Generator().manual_seed(seed_for(run.cfg.seed, "workers", run.epoch)),
+        pin_memory=run.device.type == "cuda",  # lets train_step's non_blocking copies overlap
+    )
+    for batch in loader:
+        if run.batches_done == per_epoch:  # this batch opens the next epoch
+            run.epoch += 1
+            run.batches_done = 0
+        run.batches_done += 1
+        yield batch
 
 
 # --- one iteration ---------------------------------------------------------------------------------
