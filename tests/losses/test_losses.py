@@ -190,11 +190,18 @@ def test_multiscale_lists_are_averaged():
 def test_discriminator_features_are_the_hidden_convs(arch, hp, hidden):
     from esrforge.losses.feature_matching import discriminator_features
 
-    net_d = build_discriminator(arch, **hp)
+    net_d = build_discriminator(arch, **hp).eval()  # eval: spectral norm does no power iteration
     x = torch.rand(2, 3, 32, 32)
+    inputs = []
+    convs = [m for m in net_d.modules() if isinstance(m, nn.Conv2d) and m.out_channels > 1]
+    pre = [m.register_forward_pre_hook(lambda m, a: inputs.append((m, a[0].clone()))) for m in convs]
     with discriminator_features(net_d) as feats:
         net_d(x)
+    for h in pre:
+        h.remove()
     assert len(feats) == hidden and all(f.shape[0] == 2 and f.shape[1] > 1 for f in feats)
+    with torch.no_grad():  # each one is its conv's output, not changed by an in-place activation after it
+        assert all(torch.equal(f, m(inp)) for f, (m, inp) in zip(feats, inputs))
     net_d(x)  # hooks are gone after the block: nothing more is collected
     assert len(feats) == hidden
 
@@ -230,3 +237,4 @@ def test_disabled_feature_capture_installs_no_hooks():
     with discriminator_features(net_d, enabled=False) as feats:
         net_d(torch.rand(1, 3, 32, 32))
         assert feats == [] and not any(m._forward_hooks for m in net_d.modules())
+

@@ -25,7 +25,9 @@ def discriminator_features(net_d: nn.Module, *, enabled: bool = True) -> Iterato
     """
     feats: list[Tensor] = []
     hooks = [
-        m.register_forward_hook(lambda _m, _inp, out: feats.append(out))
+        # A copy: the discriminators' in-place LeakyReLUs would otherwise turn some of the kept
+        # tensors into activations (those whose conv is not followed by a norm layer).
+        m.register_forward_hook(lambda _m, _inp, out: feats.append(out.clone()))
         for m in net_d.modules()
         if enabled and isinstance(m, nn.Conv2d) and m.out_channels > 1
     ]
