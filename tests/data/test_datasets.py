@@ -165,3 +165,27 @@ def test_one_folder_and_a_preset_name_are_accepted_as_such(tmp_path):
     assert len(ds) == 3 and ds[0]["lr"].shape == (3, 4, 4)
     paired = SRDataset(tmp_path / "hr", lr_roots=tmp_path / "lr", scale=4, hr_size=16)
     assert all(s.lr is not None for s in paired.samples)
+
+
+def test_hflip_augment_only_mirrors_and_generated_lr_is_on_the_files_levels(tmp_path):
+    """augment: hflip (Real-ESRGAN) gives the unaugmented crop or its mirror image, never a flip
+    upside down or a turn; LR made on the fly is rounded to the HR file's levels, as a saved LR is."""
+    for i in range(2):
+        write_image(tmp_path / "hr8" / f"{i}.png", photo_like(40, 40, seed=i))
+        write_image(tmp_path / "hr16" / f"{i}.png", photo_like(40, 40, seed=i, dtype=np.uint16))
+    kw = dict(scale=2, hr_size=16, pipeline="bicubic", seed=4)
+    plain = SRDataset(tmp_path / "hr8", augment=False, **kw)
+    mirror = SRDataset(tmp_path / "hr8", augment="hflip", **kw)
+    full = SRDataset(tmp_path / "hr8", augment=True, **kw)
+    flipped = 0
+    for i in range(16):
+        p, m = plain[i]["hr"], mirror[i]["hr"]
+        assert torch.equal(m, p) or torch.equal(m, p.flip(-1)), i
+        flipped += not torch.equal(m, p)
+    assert 0 < flipped < 16
+    assert any(not torch.equal(full[i]["hr"], plain[i]["hr"]) and not torch.equal(full[i]["hr"], plain[i]["hr"].flip(-1)) for i in range(16))
+    for ds, levels in ((mirror, 255), (SRDataset(tmp_path / "hr16", **kw), 65535)):
+        lr = torch.stack([ds[i]["lr"] for i in range(4)]) * levels
+        assert torch.allclose(lr, lr.round(), atol=1e-3 * levels / 255)
+    with pytest.raises(DatasetError, match="augment must be true, false or hflip, got 'rot'"):
+        SRDataset(tmp_path / "hr8", augment="rot", **kw)

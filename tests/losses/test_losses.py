@@ -238,3 +238,24 @@ def test_disabled_feature_capture_installs_no_hooks():
         net_d(torch.rand(1, 3, 32, 32))
         assert feats == [] and not any(m._forward_hooks for m in net_d.modules())
 
+
+def test_perceptual_loss_runs_vgg_in_fp32_under_mixed_precision_unless_asked():
+    """Near convergence SR and HR features differ by little; rounding both to bf16 swamps it."""
+    sd = _vgg_state()
+    torch.manual_seed(0)
+    hr = torch.rand(1, 3, 24, 24)
+    sr = (hr + 0.03 * torch.randn_like(hr)).clamp(0, 1)
+
+    def loss_and_grad(loss_fn, amp):
+        s = sr.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            loss = loss_fn(s, hr)
+        loss.backward()
+        return loss.detach(), s.grad
+
+    exact = PerceptualLoss({"conv3_4": 1.0}, state_dict=sd)
+    fp32 = loss_and_grad(exact, False)
+    in_amp = loss_and_grad(exact, True)
+    assert in_amp[0].dtype == torch.float32 and torch.equal(in_amp[0], fp32[0]) and torch.equal(in_amp[1], fp32[1])
+    fast = loss_and_grad(PerceptualLoss({"conv3_4": 1.0}, state_dict=sd, autocast=True), True)
+    assert not torch.equal(fast[1], fp32[1])  # bf16 VGG19 when asked for

@@ -59,7 +59,7 @@ def test_every_problem_is_reported_with_its_path():
         scale=3,
         data={"train": {"hr": "x", "hr_sise": 64, "batch_size": 0}},
         generator={"arch": "rrdbnet", "num_conv": 4},
-        losses={"gan": {"type": "vanila"}},
+        losses={"gan": {"type": "vanila", "relativistic": True, "weight": 5e-3}},
         schedule={"type": "cosine_restarts"},
     )
     with pytest.raises(ConfigError) as e:
@@ -79,7 +79,7 @@ def test_every_problem_is_reported_with_its_path():
 
 def test_cross_field_checks():
     with pytest.raises(ConfigError, match="losses.gan: needs a discriminator section"):
-        load_config(_minimal(losses={"gan": {}}))
+        load_config(_minimal(losses={"gan": {"relativistic": True, "weight": 5e-3}}))
     with pytest.raises(ConfigError, match="losses.feature_matching: needs losses.gan"):
         load_config(_minimal(losses={"feature_matching": {"weight": 1.0}}))
     with pytest.raises(ConfigError, match="hr_size: 30 is not a multiple of scale 4"):
@@ -370,3 +370,12 @@ def test_hr_size_must_give_an_lr_crop_the_rrdbnet_can_unshuffle(scale, k):
                                     f"RRDBNet cannot pixel-unshuffle by {k} (allowed: multiples of {scale * k})"]
         # the compact model has no unshuffle
         assert load_config(_minimal(scale=scale, generator={"arch": "compact"}, data={"train": {"hr": "x", "hr_size": bad}}))
+
+
+def test_a_gan_loss_must_say_which_recipe_it_follows():
+    """ESRGAN (relativistic, 5e-3) and Real-ESRGAN (standard, 0.1) differ in both: no default
+    that silently mixes the two."""
+    with pytest.raises(ConfigError) as e:
+        load_config(_minimal(discriminator={"arch": "vgg"}, losses={"gan": {"type": "vanilla"}}))
+    msg = str(e.value)
+    assert "losses.gan.relativistic: required (true or false)" in msg and "losses.gan.weight: required (a number)" in msg

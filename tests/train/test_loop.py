@@ -863,3 +863,27 @@ def test_training_batches_keep_their_workers_across_epochs_and_resume_at_any_pos
         again = take(0, *ref[k][1], len(ref) - k - 1)
         for (a, pa), (b, pb) in zip(ref[k + 1 :], again):
             assert pa == pb and torch.equal(a["hr"], b["hr"]), k
+
+
+def test_sharpen_hr_auto_follows_the_pipelines_opening_sharpen_step():
+    """Real-ESRGAN degrades the USM-sharpened HR and trains towards it; LR from a sharpened HR
+    with plain targets would teach the model to blur."""
+    from types import SimpleNamespace
+
+    from esrforge.data.pipeline import load_pipeline
+    from esrforge.train.config import load_config
+    from esrforge.train.loop import target_sharpening
+
+    def usm(degradation, sharpen_hr="auto", lr=None):
+        cfg = load_config({"name": "t", "scale": 4, "generator": {"arch": "compact"}, "train": {"sharpen_hr": sharpen_hr},
+                           "data": {"train": {"hr": "x", "lr": lr}}})
+        return target_sharpening(cfg, SimpleNamespace(pipeline=load_pipeline(degradation)))
+
+    assert usm("realesrgan") == ((0.5, 50, 10.0), "train.sharpen_hr auto: HR targets sharpened as the degradation "
+                                 "pipeline's first step (amount 0.5, radius 50, threshold 10)")
+    assert usm([{"type": "sharpen", "amount": 0.8, "radius": 20, "threshold": 5}])[0] == (0.8, 20, 5.0)
+    assert usm("bicubic") == (None, "")
+    assert usm("realesrgan", lr="lr") == (None, "")  # LR files: their HR was never sharpened by esrforge
+    assert usm("realesrgan", sharpen_hr=0) == (None, "") and usm("bicubic", sharpen_hr=0.3) == ((0.3, 50, 10.0), "")
+    none, why = usm([{"type": "sharpen", "amount": [0.3, 0.7]}])
+    assert none is None and "random sharpen step" in why and "set train.sharpen_hr" in why

@@ -21,9 +21,13 @@ def _log(run_dir):
     return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if '"val"' not in line]
 
 
-@pytest.mark.parametrize("precision", ["fp16", "bf16", "fp32"])
-def test_gan_stage_trains_on_cuda(workspace, tmp_path, precision):
-    cfg = CONFIGS / "esrgan_gan_x4.yml"
+@pytest.mark.parametrize(
+    ("config", "precision"),
+    [("esrgan_gan_x4", "fp16"), ("esrgan_gan_x4", "bf16"), ("esrgan_gan_x4", "fp32"),
+     ("realesrgan_x4", "fp16")],  # the U-Net's spectral norm under fp16 autocast
+)
+def test_gan_stage_trains_on_cuda(workspace, tmp_path, config, precision):
+    cfg = CONFIGS / f"{config}.yml"
     o = tiny_overrides("g", workspace, cfg, iterations=4) + ["device=cuda", f"precision={precision}"]
     assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True) == 0
     assert torch.backends.cudnn.benchmark is True  # cuDNN's autotuner for the fixed crop size

@@ -101,7 +101,10 @@ class SRDataset(Dataset):
     hr_roots: one or more HR folders. lr_roots: matching LR folders (same relative names, any
     extension), or None. pipeline: makes LR for HR images without a partner; without one, every
     HR image needs an LR partner. Crops are `hr_size` on the HR side and hr_size // scale on the
-    LR side, with random flips and 90-degree rotations. channels: 1, 3 or 4 (4 keeps alpha).
+    LR side. augment: True = random flips and 90-degree turns, "hflip" = horizontal flips only
+    (Real-ESRGAN), False = none. channels: 1, 3 or 4 (4 keeps alpha). LR made by the pipeline is
+    rounded to the HR file's levels (255 or 65535), as LR read from a file is (and as Real-ESRGAN
+    rounds its LR to 8 bits).
 
     Randomness depends only on (seed, epoch, index), never on the worker that loads the item,
     so any number of workers yields the same data.
@@ -116,7 +119,7 @@ class SRDataset(Dataset):
         lr_roots: str | Path | Sequence[str | Path] | None = None,
         pipeline: Pipeline | str | Path | None = None,
         channels: int = 3,
-        augment: bool = True,
+        augment: bool | str = True,
         seed: int = 0,
         repeat: int = 1,
     ) -> None:
@@ -130,6 +133,8 @@ class SRDataset(Dataset):
             raise DatasetError(f"hr_size {hr_size} is not a multiple of scale {scale}")
         if channels not in (1, 3, 4):
             raise DatasetError(f"channels must be 1, 3 or 4, got {channels}")
+        if augment not in (True, False, "hflip"):
+            raise DatasetError(f"augment must be true, false or hflip, got {augment!r}")
         if repeat < 1:
             raise DatasetError(f"repeat must be at least 1, got {repeat}")
         self.repeat = repeat
@@ -216,16 +221,19 @@ class SRDataset(Dataset):
             y = int(torch.randint(0, (hh - hs) // sc + 1, (1,), generator=g)) * sc
             x = int(torch.randint(0, (hw - hs) // sc + 1, (1,), generator=g)) * sc
             hr = to_tensor(hr_img[y : y + hs, x : x + hs], self.channels)
+        levels = 255.0 if hr_img.dtype == np.uint8 else 65535.0
         del hr_img, lr_img
         labels = ""
         if self.augment:
             hflip, vflip, rot = (torch.rand(3, generator=g) < 0.5).tolist()
+            if self.augment == "hflip":
+                vflip = rot = False
             hr = _augment(hr, hflip, vflip, rot)
             lr = _augment(lr, hflip, vflip, rot) if lr is not None else None
         if lr is None:
             assert self.pipeline is not None
             out, lab = self.pipeline.keeping_alpha(hr.unsqueeze(0), g, sc)
-            lr, labels = out[0], ", ".join(lab[0])
+            lr, labels = (out[0] * levels).round_() / levels, ", ".join(lab[0])
         return {"lr": lr.contiguous(), "hr": hr.contiguous(), "key": s.key, "degradations": labels}
 
 

@@ -27,7 +27,9 @@ class TrainData:
     batch_size: int = bounded(16, lo=1)
     workers: int = bounded(4, lo=0, doc="DataLoader worker processes")
     channels: Literal[1, 3, 4] = 3
-    augment: bool = True
+    augment: bool | Literal["hflip"] = bounded(
+        True, doc="random flips and 90-degree turns (BasicSR's use_hflip + use_rot); hflip: horizontal flips only (Real-ESRGAN); false: none"
+    )
     repeat: int = bounded(1, lo=1, doc="times each image is drawn per epoch, each with its own random crop (small sets of large images)")
 
     def check(self) -> Problems:
@@ -140,6 +142,9 @@ class PerceptualLossCfg:
     criterion: Literal["l1", "mse"] = "l1"
     pre_activation: bool = True
     vgg_weights: str | None = None
+    autocast: bool = bounded(
+        False, doc="run VGG19 in the training's mixed precision: faster, but near convergence its gradient strays from fp32's (default: VGG19 in fp32)"
+    )
 
     def check(self) -> Problems:
         import torch
@@ -158,9 +163,11 @@ class PerceptualLossCfg:
 
 @dataclass
 class GanLossCfg:
+    # No defaults for these two: the published recipes differ in both (ESRGAN: relativistic,
+    # 5e-3; Real-ESRGAN: standard, 0.1), and a config that says neither gets neither.
+    relativistic: bool = bounded(doc="true: ESRGAN's relativistic average GAN (weight 5e-3); false: the standard GAN (Real-ESRGAN: weight 0.1)")
+    weight: float = bounded(lo=0)
     type: Literal["vanilla", "lsgan", "hinge"] = "vanilla"
-    relativistic: bool = False
-    weight: float = bounded(5e-3, lo=0)
 
 
 @dataclass
@@ -245,7 +252,10 @@ class TrainLoop:
     channels_last: bool | Literal["auto"] = bounded(
         "auto", doc="auto: on with half-precision autocast or CUDA; off for fp32 on CPU, where its backward is slower"
     )
-    sharpen_hr: float = bounded(0.0, lo=0, doc="USM amount on HR targets (Real-ESRGAN: 0.5); 0 = off")
+    sharpen_hr: float | Literal["auto"] = bounded(
+        "auto", lo=0, doc="USM amount on the pixel and perceptual losses' HR targets; auto: the fixed sharpen step "
+        "the degradation pipeline opens with (realesrgan: 0.5, as Real-ESRGAN trains towards the image it degrades), else 0"
+    )
     tensorboard: bool = bounded(False, doc="also log to RUN_DIR/tensorboard (needs esrforge[tensorboard])")
 
 

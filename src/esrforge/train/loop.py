@@ -30,7 +30,7 @@ from esrforge.archs import build
 from esrforge.data.datasets import DatasetError, SRDataset, pair_sizes_match, scan_images, seed_for
 from esrforge.data.pipeline import load_pipeline
 from esrforge.data.resize import imresize
-from esrforge.data.sharpen import usm_sharpen
+from esrforge.data.sharpen import Sharpen, usm_sharpen
 from esrforge.fileio import atomic_save
 from esrforge.infer.device import cpu_has_fast_bf16, resolve_device, slow_precision_note, tune_cpu_allocator
 from esrforge.losses.feature_matching import FeatureMatchingLoss, discriminator_features
@@ -74,6 +74,7 @@ class Run:
     g_train: nn.Module | None = None  # net_g, or its DistributedDataParallel wrapper
     bad_reason: str = ""  # why the last skipped iteration was skipped
     channels_last: bool = False
+    target_usm: tuple[float, int, float] | None = None  # (amount, radius, threshold) on the HR targets
 
     @property
     def main(self) -> bool:
@@ -217,6 +218,26 @@ def build_dataset(cfg: TrainConfig) -> SRDataset:
     )
 
 
+def target_sharpening(cfg: TrainConfig, dataset: SRDataset) -> tuple[tuple[float, int, float] | None, str]:
+    """The USM (amount, radius, threshold) for the pixel and perceptual losses' HR targets, and a
+    line for the console when `train.sharpen_hr: auto` decided it. Real-ESRGAN degrades the
+    sharpened HR and trains towards it: LR made from a sharpened HR with unsharpened targets
+    teaches the model to blur."""
+    s = cfg.train.sharpen_hr
+    if s != "auto":
+        return ((float(s), 50, 10.0) if s > 0 else None), ""
+    steps = dataset.pipeline.steps if dataset.pipeline is not None and cfg.data.train.lr is None else ()
+    first = steps[0] if steps else None
+    if not isinstance(first, Sharpen):
+        return None, ""
+    if first.p < 1 or any(r.low != r.high for r in (first.amount, first.radius, first.threshold)):
+        return None, ("train.sharpen_hr auto: the degradation pipeline opens with a random sharpen step, so the targets "
+                      "are not sharpened; set train.sharpen_hr to the amount they should have")
+    usm = (first.amount.low, int(first.radius.low), first.threshold.low)
+    return usm, (f"train.sharpen_hr auto: HR targets sharpened as the degradation pipeline's first step "
+                 f"(amount {usm[0]:g}, radius {usm[1]}, threshold {usm[2]:g})")
+
+
 def check_val_set(cfg: TrainConfig) -> None:
     """Refuse a validation set that would fail at the first validation, val.every iterations in."""
     from esrforge.images import ImageError, read_image
@@ -283,7 +304,8 @@ def setup(
         p = cfg.losses.perceptual
         try:
             losses["perceptual"] = PerceptualLoss(
-                dict(p.layers), weight=p.weight, criterion=p.criterion, vgg_weights=p.vgg_weights, pre_activation=p.pre_activation
+                dict(p.layers), weight=p.weight, criterion=p.criterion, vgg_weights=p.vgg_weights,
+                pre_activation=p.pre_activation, autocast=p.autocast,
             ).to(device)
         except (OSError, ValueError) as e:
             raise TrainingError(f"losses.perceptual.vgg_weights: {e}") from None  # the file is all that can fail here
@@ -332,9 +354,12 @@ def setup(
             f" per epoch{per}, fewer than batch_size {cfg.data.train.batch_size}; raise data.train.repeat or add images"
         )
     check_val_set(cfg)
+    target_usm, why = target_sharpening(cfg, dataset)
+    if why:
+        log(why)
     run = Run(
         cfg, run_dir, device, amp, net_g, net_ema, net_d, opt_g, opt_d, scaler, losses, dataset,
-        rank=rank, world=world, channels_last=channels_last,
+        rank=rank, world=world, channels_last=channels_last, target_usm=target_usm,
     )
     run.g_train = net_g
     if world > 1:
@@ -496,7 +521,7 @@ def train_step(run: Run, micro_batches: list[dict[str, Any]]) -> dict[str, float
         if run.channels_last:
             lr = lr.contiguous(memory_format=torch.channels_last)
         # Real-ESRGAN sharpens the targets of the pixel and perceptual losses, not the GAN's.
-        target = usm_sharpen(hr, cfg.train.sharpen_hr) if cfg.train.sharpen_hr > 0 else hr
+        target = usm_sharpen(hr, *run.target_usm) if run.target_usm is not None else hr
         if run.net_d is not None:
             run.net_d.requires_grad_(False)
         with _autocast(run):

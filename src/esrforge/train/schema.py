@@ -71,7 +71,8 @@ def _what(tp: Any) -> str:
     if dataclasses.is_dataclass(tp):
         needs = [f.name for f in dataclasses.fields(tp) if f.init and _required(f)]
         return "a section" + (f" with {', '.join(needs)}" if needs else "")
-    return _type_name(tp)
+    plain = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+    return plain.get(tp) or _type_name(tp)
 
 
 class _Parser:
@@ -169,7 +170,8 @@ class _Parser:
             if name in data:
                 kwargs[name] = self.value(hints[name], data[name], sub, dict(f.metadata))
             elif _required(f):
-                self.fail(sub, f"required ({_what(hints[name])})")
+                doc = f.metadata.get("doc")
+                self.fail(sub, f"required ({_what(hints[name])})" + (f"; {doc}" if doc else ""))
         if len(self.problems) > before:
             return None  # cross-field checks would only trip over the values already reported
         try:
