@@ -1067,3 +1067,29 @@ def test_a_closed_pipe_ends_the_command_quietly():
     proc.stdout.close()  # before the command has started writing (importing takes longer)
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141 and err == ""
+
+
+def test_any_failure_of_one_image_is_reported_and_the_run_goes_on(tmp_path: Path, near4: Path, capsys, monkeypatch) -> None:
+    """A damaged TIFF header (esrforge's own tag parsing raised struct.error) and an exception of
+    a kind no check expects each cost their image only, named on one line."""
+    import esrforge.images
+
+    src = tmp_path / "in"
+    image(src / "a.png", seed=1)
+    (src / "b.tif").write_bytes(b"II*\x00")
+    image(src / "c.png", seed=3)
+    image(src / "d.png", seed=4)
+    read = esrforge.images.read_image_and_metadata
+
+    def flaky(path):
+        if Path(path).name == "d.png":
+            raise KeyError(101)
+        return read(path)
+
+    monkeypatch.setattr(esrforge.images, "read_image_and_metadata", flaky)
+    out = tmp_path / "out"
+    assert upscale(src, "-o", out, "-m", near4) == 1
+    assert files_under(out) == ["a.png", "c.png"]
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert err == [f"error: {src / 'b.tif'}: not a readable image (damaged header: unpack requires a buffer of 4 bytes)",
+                   f"error: {src / 'd.png'}: unexpected KeyError: 101"]

@@ -751,7 +751,7 @@ def test_image_io_is_light_and_leaves_opencv_settings_alone(tmp_path: Path) -> N
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "True"]
     good = cv2.imencode(".png", photo_like(16, 16))[1].tobytes()
-    (tmp_path / "cut.png").write_bytes(good[: len(good) // 2])
+    (tmp_path / "cut.png").write_bytes(good[:50] + bytes(20) + good[70:])  # zeros inside the image data
     env = {k: v for k, v in __import__("os").environ.items() if k != "OPENCV_LOG_LEVEL"}
     run = subprocess.run([sys.executable, "-m", "esrforge", "upscale", str(tmp_path / "cut.png"), "-o", str(tmp_path / "o.png"),
                           "-m", "photo_x4", "-q"], capture_output=True, text=True, env=env)
@@ -1016,3 +1016,43 @@ def test_image_size_of_a_large_png_reads_its_ends_only(tmp_path: Path, monkeypat
     assert images.image_size(path) == (800, 600)  # the late eXIf's orientation 6 is still seen
     # the head and the tail: not one small read per chunk, each of which makes the OS fetch a page
     assert len(read) <= 3 and sum(read) <= 2 * 65536 < len(data) // 10
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("short.tif", b"II*\x00"),  # a TIFF header cut after its magic
+        ("ifd.tif", b"II*\x00\xff\xff\x00\x00"),  # first IFD past the end
+        ("ihdr.png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"),  # IHDR cut before the size
+        ("sof.jpg", b"\xff\xd8\xff\xc0\x00\x02"),  # a frame header with no size in it
+    ],
+)
+def test_damaged_headers_are_image_errors_for_read_and_size(tmp_path: Path, name: str, data: bytes) -> None:
+    """esrforge's own header parsing (TIFF tags, PNG/JPEG sizes) raised struct.error, which
+    stopped folder runs and training with a traceback."""
+    path = tmp_path / name
+    path.write_bytes(data)
+    for fn in (read_image, images.image_size, images.read_image_and_metadata):
+        with pytest.raises(ImageError, match=f"^{path}: "):
+            fn(path)
+
+
+def test_a_png_chunk_longer_than_the_file_is_refused_before_decoding(tmp_path: Path) -> None:
+    """libpng allocates what a chunk declares before it finds the bytes missing: 2 GB for 83 bytes."""
+    ok, buf = cv2.imencode(".png", photo_like(1, 1))
+    data = buf.tobytes()
+    path = tmp_path / "long.png"
+    path.write_bytes(data[:33] + struct.pack(">I", 0x7FFFFFFF) + b"tEXt" + b"k\x00v" * 10 + data[33:])
+    with pytest.raises(ImageError, match=r"its 'tEXt' chunk declares 2147483647 bytes, the file has \d+ left"):
+        read_image(path)
+
+
+def test_a_colour_profile_that_inflates_past_what_any_file_holds_is_no_profile(tmp_path: Path) -> None:
+    """A zlib bomb in iCCP (1000:1) read as far as a JPEG could hold, then dropped; pixels read."""
+    bomb = zlib.compress(b"\x00" * (images._ICC_MAX + 1), 9)
+    ok, buf = cv2.imencode(".png", photo_like(4, 4))
+    data = buf.tobytes()
+    path = tmp_path / "bomb.png"
+    path.write_bytes(data[:33] + png_chunk(b"iCCP", b"icc\x00\x00" + bomb) + data[33:])
+    img, meta = images.read_image_and_metadata(path)
+    assert img.shape == (4, 4, 3) and meta.icc_profile is None

@@ -260,9 +260,9 @@ def error_text(e: BaseException) -> str:
 def _report(path: Path, e: BaseException) -> None:
     from tqdm import tqdm
 
-    text = error_text(e)
-    msg = text if str(path) in text else f"{path}: {text}"
-    tqdm.write(f"error: {msg}", file=sys.stderr)
+    from esrforge.data.degrade import file_error_text
+
+    tqdm.write(f"error: {file_error_text(path, e)}", file=sys.stderr)
 
 
 def upscale_jobs(
@@ -288,15 +288,15 @@ def upscale_jobs(
     """
     from concurrent.futures import Future, ThreadPoolExecutor
 
-    import cv2
     import torch
     from tqdm import tqdm
 
     from esrforge.images import NO_ALPHA_SUFFIXES, ImageError, read_image_and_metadata, webp_is_lossless, write_image
     from esrforge.infer.device import free_memory_bytes
 
-    # reported; the run goes on (cv2.error: OpenCV refusing a size, such as an absurd --outscale)
-    per_image = (ImageError, ValueError, MemoryError, OSError, cv2.error)
+    # Whatever goes wrong with one image is reported with its name and the run goes on: one
+    # damaged file in a folder of thousands must not stop the rest.
+    per_image = Exception
     done = failed = 0
     pending: tuple[Job, Future[None], int] | None = None  # the write in flight, and its image's size
 

@@ -99,6 +99,16 @@ def read_image_and_metadata(path: str | os.PathLike[str]) -> tuple[np.ndarray, I
 def _read(path: Path) -> tuple[np.ndarray, bytes]:
     """The image and the file's bytes."""
     try:
+        return _read_unchecked(path)
+    except ImageError:
+        raise
+    except (struct.error, IndexError, ValueError, OverflowError, zlib.error) as e:
+        # esrforge's own header parsing (TIFF tags, EXIF, PNG chunks) on a damaged file
+        raise ImageError(f"{path}: not a readable image (damaged header: {e})") from None
+
+
+def _read_unchecked(path: Path) -> tuple[np.ndarray, bytes]:
+    try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
         raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
@@ -106,6 +116,8 @@ def _read(path: Path) -> tuple[np.ndarray, bytes]:
         raise ImageError(f"{path}: empty file (0 bytes)")
     raw = data.tobytes()  # the header parsing below works on bytes
     is_png, is_tiff = raw[:8] == _PNG_SIGNATURE, raw[:4] in _TIFF_MAGIC
+    if is_png:
+        _check_png_chunks(path, raw)
     if (is_png and any(kind == b"acTL" for kind, _ in _png_header_chunks(raw))) or any(
         kind == b"ANIM" for kind, _, _ in _webp_chunks(raw)
     ):
@@ -325,6 +337,15 @@ def _png_chunks(png: bytes) -> Iterator[tuple[bytes, int, int]]:
         at += 12 + length
 
 
+def _check_png_chunks(path: Path, png: bytes) -> None:
+    """Refuse a PNG chunk that declares more bytes than the file has: libpng would allocate what
+    it declares first (2 GB for an 83-byte file) and fail after."""
+    for kind, at, length in _png_chunks(png):
+        if at + length + 4 > len(png):
+            name = kind.decode("latin-1")
+            raise ImageError(f"{path}: not a readable image (its {name!r} chunk declares {length} bytes, the file has {len(png) - at} left: truncated or damaged)")
+
+
 def _png_header_chunks(png: bytes) -> Iterator[tuple[bytes, bytes]]:
     """(type, data) of a PNG's chunks before the image data, where tRNS and eXIf live."""
     for kind, at, length in _png_chunks(png):
@@ -518,18 +539,23 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
             png_exif = _png_file_exif(f, head) if head[:8] == _PNG_SIGNATURE else None
     except OSError as e:
         raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
+    except (struct.error, ValueError):
+        head, png_exif = b"", None  # a damaged header: read_image below says what is wrong
     size = None
-    if head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
-        w, h = struct.unpack(">II", head[16:24])
-        size = (h, w)
-    elif head[:2] == b"\xff\xd8":
-        for marker, at, end in _jpeg_segments(head):
-            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and end <= len(head):
-                size = struct.unpack(">HH", head[at + 1 : at + 5])  # frame header: precision, height, width
-                break
+    try:
+        if head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
+            w, h = struct.unpack(">II", head[16:24])
+            size = (h, w)
+        elif head[:2] == b"\xff\xd8":
+            for marker, at, end in _jpeg_segments(head):
+                if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and end <= len(head):
+                    size = struct.unpack(">HH", head[at + 1 : at + 5])  # frame header: precision, height, width
+                    break
+        orientation = exif_orientation(head) if png_exif is None else _tiff_orientation(_strip_exif_header(png_exif))
+    except (struct.error, IndexError, ValueError):
+        size = None
     if size is None or min(size) == 0:
         return read_image(path).shape[:2]  # other formats, or a header we could not follow
-    orientation = exif_orientation(head) if png_exif is None else _tiff_orientation(_strip_exif_header(png_exif))
     if orientation in (5, 6, 7, 8):
         size = (size[1], size[0])
     return size
@@ -583,6 +609,7 @@ class ImageMetadata:
 _ICC_TIFF_TAG = 34675
 _ICC_JPEG_HEADER = b"ICC_PROFILE\x00"
 _ICC_JPEG_CHUNK = 65519  # an APP2 segment's 65533 data bytes less the header, sequence and count
+_ICC_MAX = 255 * _ICC_JPEG_CHUNK  # the most a JPEG can hold (255 numbered segments); profiles are far smaller
 _EXIF_HEADER = b"Exif\x00\x00"
 _EXIF_JPEG_MAX = 65533 - len(_EXIF_HEADER)  # one APP1 segment
 _EXIF_IFD_TAG, _EXIF_WIDTH_TAG, _EXIF_HEIGHT_TAG, _ORIENTATION_TAG = 0x8769, 0xA002, 0xA003, 0x0112
@@ -619,7 +646,10 @@ def icc_profile(data: bytes) -> bytes | None:
             for kind, chunk in _png_header_chunks(data):
                 if kind == b"iCCP":
                     name_end = chunk.index(b"\x00")
-                    return _icc_ok(zlib.decompress(chunk[name_end + 2 :]))
+                    # Bounded: a 1 MB chunk can inflate to gigabytes. A JPEG holds at most 16 MB.
+                    inflate = zlib.decompressobj()
+                    profile = inflate.decompress(chunk[name_end + 2 :], _ICC_MAX)
+                    return None if inflate.unconsumed_tail else _icc_ok(profile)
             return None
         for kind, at, size in _webp_chunks(data):
             if kind == b"ICCP":
@@ -741,6 +771,9 @@ def _metadata_to_write(path: Path, meta: ImageMetadata | None, channels: int, sh
         elif ext == ".bmp":
             warnings.warn(f"{path}: written without its colour profile (esrforge writes none into BMP; use png or tiff)", stacklevel=3)
             profile = None
+    if profile is not None and ext in (".jpg", ".jpeg") and len(profile) > _ICC_MAX:
+        warnings.warn(f"{path}: written without its colour profile ({len(profile)} bytes; a JPEG holds at most {_ICC_MAX})", stacklevel=3)
+        profile = None
     exif = meta.exif if ext in (".png", ".jpg", ".jpeg", ".webp") else None
     if exif is not None and ext in (".jpg", ".jpeg") and len(exif) > _EXIF_JPEG_MAX:
         warnings.warn(f"{path}: written without its EXIF block ({len(exif)} bytes; a JPEG holds at most {_EXIF_JPEG_MAX})", stacklevel=3)

@@ -62,13 +62,13 @@ def run_file_jobs(
     fn: Callable[[J], R], jobs: Sequence[J], *, workers: int, initializer: Callable[[], None] | None = None
 ) -> Iterator[tuple[J, R | None, BaseException | None]]:
     """fn(job) for each job (job[0] its source file), in this process (workers <= 0) or in that
-    many processes; yields (job, result, error) as each ends. Here FILE_ERRORS are yielded and
-    anything else raised; from a process pool every error of a job is yielded."""
+    many processes; yields (job, result, error) as each ends: one damaged file must not stop
+    the rest."""
     if workers <= 0:
         for job in jobs:
             try:
                 result = fn(job)
-            except FILE_ERRORS as e:
+            except Exception as e:
                 yield job, None, e
                 continue
             yield job, result, None
@@ -81,8 +81,14 @@ def run_file_jobs(
 
 
 def file_error_text(src: Path, e: BaseException) -> str:
-    """The error's message, led by the file's name unless it names the file already."""
-    return str(e) if str(src) in str(e) else f"{src}: {e}"
+    """The error as one line, led by the file's name unless it names the file already; an
+    exception of a kind no check raises is named, since its message alone may mean nothing."""
+    from esrforge.cli import error_text
+
+    text = error_text(e)
+    if not isinstance(e, FILE_ERRORS + (MemoryError,)):
+        text = f"unexpected {type(e).__name__}: {text}"
+    return text if str(src) in text else f"{src}: {text}"
 
 
 def degrade_folder(

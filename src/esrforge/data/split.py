@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from esrforge.data.datasets import DatasetError, pair_sizes_match, scan_images
-from esrforge.data.degrade import FILE_ERRORS, file_error_text, run_file_jobs
+from esrforge.data.degrade import file_error_text, run_file_jobs
 from esrforge.images import IMAGE_SUFFIXES, read_image_and_metadata, visible_files, write_image
 
 
@@ -114,10 +114,8 @@ def split_folder(
     for job, count, exc in run_file_jobs(_job, jobs, workers=workers):
         if exc is None:
             written += count or 0
-        elif isinstance(exc, FILE_ERRORS):
-            errors.append(file_error_text(job[0], exc))
         else:
-            raise exc
+            errors.append(file_error_text(job[0], exc))
         if progress is not None:
             progress()
     return written, errors
