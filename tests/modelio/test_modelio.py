@@ -320,3 +320,52 @@ def test_an_esrgan_file_esrforge_does_not_build_is_named_with_its_path(tmp_path)
     torch.save(sd, tmp_path / "16x.pth")
     with pytest.raises(ModelFileError, match=r"16x\.pth: unsupported rrdbnet model: RRDBNet scale must be 1, 2, 4 or 8 .*got 16"):
         load_model(tmp_path / "16x.pth")
+
+
+class _Eval:
+    def __reduce__(self):
+        return (eval, ("1 + 1",))
+
+
+def test_a_refusal_never_passes_on_torchs_advice_to_turn_the_check_off(tmp_path):
+    p = tmp_path / "eval.pth"
+    with open(p, "wb") as f:
+        pickle.dump({"params": _Eval()}, f, protocol=2)
+    with pytest.raises(ModelFileError, match="refused") as e:
+        load_model(p)
+    msg = str(e.value)
+    assert "eval" in msg and "\n" not in msg
+    assert "weights_only` set to `False" not in msg and "add_safe_globals" not in msg and "allowlist" not in msg
+
+
+def test_crafted_and_damaged_state_dicts_get_one_line_errors_before_anything_large_is_built(tmp_path):
+    sd = tiny_rrdb().state_dict()
+
+    def refused(name, state, match, meta=None):
+        p = tmp_path / name
+        if name.endswith(".safetensors"):
+            save_file(state, str(p), metadata=meta)
+        else:
+            torch.save({"params": state}, p)
+        with pytest.raises(ModelFileError, match=match) as e:
+            load_model(p)
+        assert str(p) in str(e.value) and "\n" not in str(e.value)
+
+    # One key naming block 10^8: the largest index alone built 10^8 blocks (memory without end).
+    far = dict(sd) | {"body.99999999.rdb1.conv1.weight": sd["body.0.rdb1.conv1.weight"].clone()}
+    refused("far.pth", far, "RRDB blocks are numbered up to 99999999 but block 2 is missing")
+    # A 2 KB file whose stride-0 tensor declares 8000 features (2.5 GB once built).
+    wide = {k: v.clone() for k, v in tiny_compact().state_dict().items()}
+    wide["body.0.weight"] = torch.zeros(1).expand(8000, 3, 3, 3)
+    refused("wide.pth", wide, r"tensor body\.0\.weight \(8000, 3, 3, 3\) has storage for fewer values than it holds")
+    refused("flat.pth", dict(sd) | {"conv_first.weight": sd["conv_first.weight"].flatten()}, "conv_first.weight has shape .* not a conv weight")
+    nan = dict(sd) | {"conv_last.bias": torch.full_like(sd["conv_last.bias"], float("nan"))}
+    refused("nan.pth", nan, "conv_last.bias hold NaN or infinite values")
+    (tmp_path / "text.pth").write_bytes(b"hello world\n")
+    with pytest.raises(ModelFileError, match="text.pth: truncated or not a PyTorch model file"):
+        load_model(tmp_path / "text.pth")
+    # Channel counts in the metadata that are not counts are ignored, not divided by.
+    c = {k: v.contiguous() for k, v in tiny_compact().state_dict().items()}
+    for bad in ("0", "²", "9" * 5000):
+        save_file(c, str(tmp_path / "meta.safetensors"), metadata={"in_ch": bad, "out_ch": bad})
+        assert load_model(tmp_path / "meta.safetensors").descriptor.in_ch == 3

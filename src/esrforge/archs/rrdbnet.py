@@ -242,11 +242,17 @@ def hparams_from_basicsr(sd: StateDict, *, in_ch: int | None = None) -> dict[str
     for key in ("conv_first.weight", "conv_body.weight", "conv_hr.weight", "conv_last.weight", "body.0.rdb1.conv1.weight"):
         if key not in sd:
             _fail(f"RRDBNet state dict lacks {key}")
+        if sd[key].ndim != 4:
+            _fail(f"{key} has shape {tuple(sd[key].shape)}, not a conv weight's 4 dimensions")
     first = sd["conv_first.weight"]
     num_feat, in_total = int(first.shape[0]), int(first.shape[1])
     out_ch = int(sd["conv_last.weight"].shape[0])
     num_grow_ch = int(sd["body.0.rdb1.conv1.weight"].shape[0])
-    num_block = 1 + max(int(m.group(1)) for k in sd if (m := _BASICSR_RDB.match(k)))
+    blocks = {int(m.group(1)) for k in sd if (m := _BASICSR_RDB.match(k))}
+    num_block = len(blocks)
+    if blocks != set(range(num_block)):  # the largest index alone could ask for 10^8 blocks
+        gap = next(i for i in range(num_block + 1) if i not in blocks)
+        _fail(f"RRDB blocks are numbered up to {max(blocks)} but block {gap} is missing")
     num_upsample = sum(1 for k in sd if re.match(r"^conv_up\d+\.weight$", k))
     # Pixel-unshuffled input: conv_first sees in_ch * f^2 channels. Assume in_ch == out_ch, as in
     # every released model (RGB -> RGB, gray -> gray), which is what makes the factor readable.

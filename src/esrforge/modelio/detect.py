@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from esrforge.archs import build
@@ -110,7 +111,7 @@ def detect(sd: StateDict, *, source: str = "<memory>", meta: dict[str, str] | No
     """Return (arch, layout, state dict in the module's own key names, hyperparameters)."""
     meta = meta or {}
     # Channel counts esrforge wrote into a safetensors header settle what shapes leave open.
-    in_ch, out_ch = (int(meta[k]) if meta.get(k, "").isdigit() else None for k in ("in_ch", "out_ch"))
+    in_ch, out_ch = (_channels(meta.get(k, "")) for k in ("in_ch", "out_ch"))
     try:
         if _has(sd, "model.0.weight", "model.1.sub.0.RDB1.conv1.0.weight"):
             conv = rrdb_arch.original_to_basicsr(sd)
@@ -125,12 +126,19 @@ def detect(sd: StateDict, *, source: str = "<memory>", meta: dict[str, str] | No
             return "compact", "compact", dict(sd), compact_arch.hparams_from_state_dict(sd, act, out_ch=out_ch)
     except KeyError as e:
         raise ModelFileError(f"{source}: damaged or unsupported ESRGAN-family layout: {e.args[0]}") from None
+    except (IndexError, ArithmeticError) as e:  # shapes too few or zero where the layout needs them
+        raise ModelFileError(f"{source}: damaged ESRGAN-family weights ({type(e).__name__}: {e})") from None
     found = _looks_like(sd)
     if found:
         what, _, hint = found.partition("; ")
         raise ModelFileError(f"{source}: this looks like {what}, not an ESRGAN-family generator" + (f"; {hint}" if hint else ""))
     sample = ", ".join(list(sd)[:4])
     raise ModelFileError(f"{source}: unknown model layout ({len(sd)} tensors; first keys: {sample})")
+
+
+def _channels(text: str) -> int | None:
+    """A channel count from esrforge's safetensors metadata, or None where it is not one."""
+    return int(text) if text.isascii() and text.isdecimal() and len(text) <= 4 and int(text) > 0 else None
 
 
 def describe(arch: str, layout: str, hparams: dict[str, Any], module: nn.Module, source: str, notes: tuple[str, ...] = ()) -> ModelDescriptor:
@@ -153,10 +161,10 @@ def from_state_dict(sd: StateDict, *, source: str = "<memory>", meta: dict[str, 
     """Build the generator for a raw (unwrapped) state dict and load its weights strictly."""
     arch, layout, conv, hparams = detect(sd, source=source, meta=meta)
     try:
-        module = build(arch, **hparams)
+        with torch.device("meta"):  # shapes first: a damaged file's sizes are not allocated
+            want = build(arch, **hparams).state_dict()
     except ValueError as e:  # shapes that read consistently but describe what esrforge does not build (x16)
         raise ModelFileError(f"{source}: unsupported {arch} model: {e}") from None
-    want = module.state_dict()
     bad = [k for k in want if k not in conv or conv[k].shape != want[k].shape]
     extra = [k for k in conv if k not in want]
     if bad or extra:
@@ -165,6 +173,14 @@ def from_state_dict(sd: StateDict, *, source: str = "<memory>", meta: dict[str, 
             + [f"unexpected {k}" for k in extra[:3]]
         )
         raise ModelFileError(f"{source}: inconsistent {arch} weights (damaged file?): {detail}")
+    broken = [k for k, v in conv.items() if not bool(torch.isfinite(v).all())]
+    if broken:  # every output would be NaN: black images, written without a word
+        more = f" and {len(broken) - 3} more" if len(broken) > 3 else ""
+        raise ModelFileError(f"{source}: {', '.join(broken[:3])}{more} hold NaN or infinite values (a damaged file, or saved from a run that diverged)")
+    try:
+        module = build(arch, **hparams)
+    except RuntimeError as e:  # allocation: a consistent but enormous network
+        raise ModelFileError(f"{source}: cannot build the {arch} model ({str(e).splitlines()[0]})") from None
     module.load_state_dict({k: v.float() for k, v in conv.items()})
     module.eval().requires_grad_(False)
     notes: tuple[str, ...] = ()

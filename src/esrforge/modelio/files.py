@@ -48,8 +48,11 @@ def read_raw(path: str | os.PathLike[str]) -> tuple[Any, dict[str, str]]:
     if kind is None and path.suffix.lower() == ".bin" and path.with_suffix(".param").exists():
         raise ModelFileError(f"{path}: an NCNN model's weights; esrforge reads the PyTorch (.pth) or .safetensors release of a model")
     if kind == "torch" and zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+            raise ModelFileError(f"{path}: truncated or not a PyTorch model file (a damaged zip: {e})") from None
         if not any(n.endswith("data.pkl") for n in names):  # torch's zips hold <name>/data.pkl
             inside = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
             raise ModelFileError(f"{path}: a zip archive, not a model file ({inside}); extract the model from it")
@@ -75,6 +78,9 @@ def read_raw(path: str | os.PathLike[str]) -> tuple[Any, dict[str, str]]:
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelFileError(f"{path}: truncated or not a PyTorch model file ({first})") from None
+    except Exception as e:  # damaged bytes reach torch's unpickler as KeyError, IndexError, TypeError, ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ModelFileError(f"{path}: truncated or not a PyTorch model file ({type(e).__name__}{': ' + first if first else ''})") from None
     return obj, {}
 
 
@@ -101,11 +107,15 @@ def _sniff(path: Path) -> str | None:
 
 
 def _torch_reason(e: Exception) -> str:
-    """The informative line(s) of torch.load's weights_only error, without its boilerplate."""
+    """What torch.load's weights_only check found, without its advice: that advice (load with
+    weights_only=False, or allowlist the global) is how a malicious file gets to run."""
+    text = str(e)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
     keep = []
-    for line in str(e).splitlines():
-        line = line.split("WeightsUnpickler error:")[-1].strip()
-        if line and not line.startswith(("Weights only load failed", "Please file an issue", "Check the documentation")):
+    for line in text.splitlines():
+        line = re.split(r"\.?\s+Please (?:use|file)", line.strip(), maxsplit=1)[0].strip()
+        if line and not line.startswith(("Weights only load failed", "Check the documentation", "(1)", "(2)")):
             keep.append(line)
     return "; ".join(keep) or type(e).__name__
 
@@ -158,4 +168,17 @@ def unwrap(obj: Any, path: str | os.PathLike[str] = "<memory>") -> StateDict:
             if all(k.startswith(prefix) for k in sd):
                 sd = {k[len(prefix):]: v for k, v in sd.items()}
                 stripped = True
+    _check_tensors(sd, path)
     return sd
+
+
+def _check_tensors(sd: StateDict, path: str | os.PathLike[str]) -> None:
+    """Refuse tensors no saved weights are: sparse, meta or quantized ones, and ones whose storage
+    is smaller than their elements (a stride-0 expand: a 2 KB file then declares a layer
+    wide enough to allocate gigabytes when the network is built)."""
+    for k, v in sd.items():
+        if v.layout != torch.strided or v.is_meta or v.is_quantized:
+            kind = "meta" if v.is_meta else "quantized" if v.is_quantized else str(v.layout).removeprefix("torch.")
+            raise ModelFileError(f"{path}: tensor {k} is a {kind} tensor, not stored weights")
+        if v.numel() and v.untyped_storage().nbytes() < v.numel() * v.element_size():
+            raise ModelFileError(f"{path}: tensor {k} {tuple(v.shape)} has storage for fewer values than it holds (crafted or damaged)")
