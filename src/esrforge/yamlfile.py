@@ -45,12 +45,38 @@ _Loader.add_implicit_resolver(
 )
 
 
+_MAX_VALUES = 100_000  # a config or pipeline holds hundreds
+
+
+def _too_big(value: Any) -> bool:
+    """Whether a loaded document holds more than _MAX_VALUES values once its aliases are
+    expanded: nine aliases nested eight deep are 43 million ("billion laughs"), and checking or
+    printing them would never end. Stops counting at the limit."""
+    budget, stack = _MAX_VALUES, [value]
+    while stack:
+        budget -= 1
+        if budget < 0:
+            return True
+        v = stack.pop()
+        if isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return False
+
+
 def load_yaml(text: str) -> Any:
     """Parse one YAML document with safe types only; raise YamlError naming the line of a mistake."""
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        value = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except RecursionError:
+        raise YamlError("not valid YAML (nested too deeply)") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         raise YamlError(f"not valid YAML ({where}{problem})") from None
+    if _too_big(value):
+        raise YamlError(f"more than {_MAX_VALUES} values once its aliases (*name) are expanded; a config holds far fewer")
+    return value

@@ -147,3 +147,15 @@ def test_a_key_written_twice_is_refused(tmp_path):
     (tmp_path / "p.yml").write_text("steps:\n  - {type: jpeg, quality: 30, quality: 90}\n")
     with pytest.raises(PipelineError, match=r"p.yml: not valid YAML \(line 2, column 31: duplicate key 'quality'\)"):
         load_pipeline(tmp_path / "p.yml")
+
+
+def test_infinite_weights_and_enlargements_that_multiply_past_any_image_are_refused():
+    for weights in ({"iso": float("inf"), "aniso": 1}, {"iso": 1e308, "aniso": 1e308}):
+        with pytest.raises(PipelineError, match="weights must be numbers >= 0 with a positive sum"):
+            load_pipeline([{"type": "blur", "kernel": weights}])
+    with pytest.raises(PipelineError, match="updown"):
+        load_pipeline([{"type": "resize", "scale": [0.5, 2], "updown": [float("inf"), 1, 1]}])
+    # Each x8 is allowed; four of them on a 24x32 image would be 98304x131072 (GBs): refused when drawn.
+    p = load_pipeline([{"type": "resize", "scale": 8}] * 4)
+    with pytest.raises(PipelineError, match=r"resize step: x8.00 of 2048x1536 is 16384x12288, over 64 megapixels per image"):
+        p(torch.rand(1, 3, 24, 32), torch.Generator().manual_seed(0), 2)

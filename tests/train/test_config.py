@@ -379,3 +379,26 @@ def test_a_gan_loss_must_say_which_recipe_it_follows():
         load_config(_minimal(discriminator={"arch": "vgg"}, losses={"gan": {"type": "vanilla"}}))
     msg = str(e.value)
     assert "losses.gan.relativistic: required (true or false)" in msg and "losses.gan.weight: required (a number)" in msg
+
+
+def test_numbers_that_are_not_finite_or_not_whole_are_refused_with_their_field(tmp_path):
+    bad = _minimal(scale=2.0, seed=float("inf"), train={"iterations": float("inf"), "ema": float("nan")},
+                   optim={"generator": {"lr": float("nan")}})
+    with pytest.raises(ConfigError) as e:
+        load_config(bad)
+    msg = str(e.value)
+    for expect in ("scale: 2.0 is not allowed (allowed: 1, 2, 4, 8)", "seed: expected a finite number, got inf",
+                   "train.iterations: expected a finite number, got inf", "train.ema: expected a finite number, got nan",
+                   "optim.generator.lr: expected a finite number, got nan"):
+        assert expect in msg, (expect, msg)
+
+
+def test_yaml_alias_bombs_and_deep_nesting_are_refused_at_once(tmp_path):
+    """Nine aliases nested eight deep expand to 43 million values: checking them never ended."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"] + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    (tmp_path / "bomb.yml").write_text("\n".join(lines) + "\nname: *a8\n")
+    with pytest.raises(ConfigError, match=r"bomb.yml: more than 100000 values once its aliases \(\*name\) are expanded"):
+        load_config(tmp_path / "bomb.yml")
+    (tmp_path / "deep.yml").write_text("name: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="deep.yml: not valid YAML"):
+        load_config(tmp_path / "deep.yml")

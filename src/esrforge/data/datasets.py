@@ -20,6 +20,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from esrforge.data.pipeline import Pipeline, load_pipeline
+from esrforge.data.steps import PipelineError
 from esrforge.images import IMAGE_SUFFIXES, ImageError, image_size, read_image, visible_files
 
 
@@ -232,7 +233,10 @@ class SRDataset(Dataset):
             lr = _augment(lr, hflip, vflip, rot) if lr is not None else None
         if lr is None:
             assert self.pipeline is not None
-            out, lab = self.pipeline.keeping_alpha(hr.unsqueeze(0), g, sc)
+            try:
+                out, lab = self.pipeline.keeping_alpha(hr.unsqueeze(0), g, sc)
+            except PipelineError as e:  # a limit only a drawn value reaches (an enlargement too large)
+                raise DatasetError(f"the degradation pipeline: {e}") from None
             lr, labels = (out[0] * levels).round_() / levels, ", ".join(lab[0])
         return {"lr": lr.contiguous(), "hr": hr.contiguous(), "key": s.key, "degradations": labels}
 

@@ -18,6 +18,8 @@ from torch.nn import functional as F
 
 from esrforge.data.steps import Choice, Context, PipelineError, Range, Step, _where, choice_field, range_field
 
+_MAX_PIXELS = 64 * 10**6  # per image, inside a pipeline: an 8K frame is 33 MP
+
 METHODS = ("nearest", "bilinear", "bicubic", "area", "lanczos", "matlab")
 
 
@@ -177,7 +179,7 @@ class Resize(Step):
                 isinstance(value, (list, tuple))
                 and len(value) == 3
                 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in value)
-                and sum(value) > 0
+                and 0 < sum(value) < math.inf
             ):
                 raise PipelineError(
                     f"{where}: expected [up, down, keep] probabilities >= 0 with a positive sum, got {value!r}"
@@ -233,5 +235,8 @@ class Resize(Step):
             base = tuple(x.shape[-2:]) if self.relative_to == "current" else tuple(ctx.target)
             size = (max(1, _round_half_up(base[0] * s)), max(1, _round_half_up(base[1] * s)))
             label = f"resize {method} x{s:.2f}" + (" of target" if self.relative_to == "target" else "")
+            if size[0] * size[1] > _MAX_PIXELS:  # steps that each enlarge within range can still multiply up
+                raise PipelineError(f"resize step: x{s:.2f} of {base[1]}x{base[0]} is {size[1]}x{size[0]}, over "
+                                    f"{_MAX_PIXELS // 10**6} megapixels per image; lower the enlarging steps' scale")
         # Cubic and Lanczos lobes overshoot at edges; the pipeline works in [0, 1].
         return resize_to(x, size, method).clamp(0, 1), [label] * n

@@ -125,7 +125,7 @@ def parse_choice(value: Any, meta: Mapping[str, Any], where: str) -> Choice:
     elif isinstance(value, Mapping) and value:
         opts = tuple(str(k) for k in value)
         weights = tuple(value.values())
-        if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights) or sum(weights) <= 0:
+        if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights) or not 0 < sum(weights) < math.inf:
             raise PipelineError(f"{where}: weights must be numbers >= 0 with a positive sum, got {dict(value)!r}")
         weights = tuple(float(w) for w in weights)
     else:

@@ -9,6 +9,7 @@ tree for editor completion; a config the parser accepts validates against it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
@@ -94,7 +95,8 @@ class _Parser:
             return self.dataclass(tp, data, path)
         if origin is Literal:
             allowed = get_args(tp)
-            if data not in allowed or isinstance(data, bool) != any(isinstance(a, bool) for a in allowed):
+            # by type too: 2.0 == 2, but `scale: 2.0` is not the whole number the field takes
+            if data not in allowed or not any(type(data) is type(a) for a in allowed):
                 self.fail(path, f"{data!r} is not allowed (allowed: {', '.join(map(str, allowed))})")
             return data
         if origin in (Union, types.UnionType):
@@ -137,6 +139,9 @@ class _Parser:
             return data
         if tp in (int, float):
             ok = isinstance(data, (int, float)) and not isinstance(data, bool)
+            if ok and not math.isfinite(data):
+                self.fail(path, f"expected a finite number, got {data!r}")
+                return data
             if tp is int and ok and data != int(data):
                 ok = False
             if not ok:
