@@ -429,6 +429,7 @@ def degrade(
     preview: Path | None = None,
     output: Path | None = None,
     count: int = 8,
+    overwrite: bool = False,
     quiet: bool = False,
 ) -> int:
     """Write an LR dataset from HR images, or (--preview) a contact sheet of random draws."""
@@ -460,15 +461,17 @@ def degrade(
     if output is not None:
         raise CommandError("-o goes with --preview; for a dataset give HR_DIR LR_DIR")
     with tqdm(unit="img", disable=quiet, dynamic_ncols=True, delay=1.0) as bar:  # not drawn for an early error
-        errors = degrade_folder(
+        errors, skipped = degrade_folder(
             hr_dir, lr_dir, scale=scale, pipeline=pipe, seed=seed,
-            workers=default_workers() if workers is None else workers, progress=bar,
+            workers=default_workers() if workers is None else workers, progress=bar, overwrite=overwrite,
         )
         total = int(bar.total or 0)
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     if not quiet:
-        print(f"wrote {total - len(errors)} LR image(s) to {lr_dir} ({pipe.source}, x{scale}, seed {seed}); {len(errors)} failed", file=sys.stderr)
+        kept = f"; kept {skipped} already there (--overwrite to redo them)" if skipped else ""
+        failed = f"; {len(errors)} failed" if errors else ""
+        print(f"wrote {total - len(errors)} LR image(s) to {lr_dir} ({pipe.source}, x{scale}, seed {seed}){kept}{failed}", file=sys.stderr)
     return 1 if errors else 0
 
 
@@ -602,6 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preview", type=Path, metavar="IMAGE", help="write a contact sheet of random draws instead")
     s.add_argument("-o", "--output", type=Path, help="the contact sheet file (with --preview)")
     s.add_argument("--count", type=int, default=8, help="draws on the contact sheet (default: 8)")
+    s.add_argument("--overwrite", action="store_true", help="replace LR files already in LR_DIR (default: keep them)")
     s.add_argument("-q", "--quiet", action="store_true")
 
     s = sub.add_parser("split", help="cut large training images into overlapping sub-images (faster data loading)")

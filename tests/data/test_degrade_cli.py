@@ -137,3 +137,19 @@ def test_degrade_keeps_the_hr_colour_profile(tmp_path):
     write_image(tmp_path / "hr" / "p3.png", photo_like(32, 32), metadata=ImageMetadata(icc_profile=icc(extra=500)))
     assert main(["degrade", str(tmp_path / "hr"), str(tmp_path / "lr"), "--scale", "2", "--workers", "0", "-q"]) == 0
     assert read_image_and_metadata(tmp_path / "lr" / "p3.png")[1].icc_profile == icc(extra=500)
+
+
+def test_lr_files_already_there_are_kept_unless_overwrite(tmp_path, hr_dir, capsys):
+    """An LR folder may hold hand-made or real LR images: a second run must not replace them unasked."""
+    lr = tmp_path / "lr"
+    assert main(["degrade", str(hr_dir), str(lr), "--workers", "0", "-q"]) == 0
+    names = sorted(_files(lr))
+    mine = lr / names[0]
+    mine.write_bytes(b"my own LR image")  # not even an image: it is not read, only kept
+    first = (lr / names[1]).read_bytes()
+    capsys.readouterr()
+    assert main(["degrade", str(hr_dir), str(lr), "--workers", "0", "--pipeline", "realesrgan"]) == 0
+    assert mine.read_bytes() == b"my own LR image" and (lr / names[1]).read_bytes() == first
+    assert f"kept {len(names)} already there (--overwrite to redo them)" in capsys.readouterr().err
+    assert main(["degrade", str(hr_dir), str(lr), "--workers", "0", "--overwrite", "-q"]) == 0
+    assert mine.read_bytes() != b"my own LR image" and (lr / names[1]).read_bytes() == first  # same seed, same LR

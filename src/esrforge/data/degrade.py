@@ -100,19 +100,22 @@ def degrade_folder(
     seed: int = 0,
     workers: int = 0,
     progress: Progress | None = None,
-) -> list[str]:
-    """Degrade every image under hr_dir into lr_dir (same relative names, PNG).
+    overwrite: bool = False,
+) -> tuple[list[str], int]:
+    """Degrade every image under hr_dir into lr_dir (same relative names, PNG). LR files already
+    there are kept (they may be hand-made or another run's) unless `overwrite`.
 
     Each file's randomness comes from (seed, relative path) alone, so the result does not depend
     on the number of workers or the order files are done in. `progress` (a tqdm bar, say) gets
-    its total and one update per file. Returns per-file error messages.
+    its total and one update per file. Returns per-file error messages and the number skipped.
     """
     if lr_dir.resolve() == hr_dir.resolve() or hr_dir.resolve() in lr_dir.resolve().parents:
         raise DatasetError(f"{lr_dir}: the LR folder must not be the HR folder or inside it")
     images = scan_images([hr_dir])
     if not images:
         raise DatasetError(f"{hr_dir}: no images found")
-    jobs = [(src, lr_dir / f"{key}.png", pipeline, scale, seed_for(seed, key)) for key, src in images.items()]
+    every = [(src, lr_dir / f"{key}.png", pipeline, scale, seed_for(seed, key)) for key, src in images.items()]
+    jobs = every if overwrite else [job for job in every if not job[1].exists()]
     if progress is not None:
         progress.total = len(jobs)
     errors: list[str] = []
@@ -121,8 +124,8 @@ def degrade_folder(
             errors.append(file_error_text(job[0], exc))
         if progress is not None:
             progress.update(1)
-    _warn_stale(lr_dir, {job[1] for job in jobs})
-    return errors
+    _warn_stale(lr_dir, {job[1] for job in every})
+    return errors, len(every) - len(jobs)
 
 
 def _warn_stale(lr_dir: Path, written: set[Path]) -> None:
