@@ -625,8 +625,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("config", type=Path, nargs="?", metavar="CONFIG")
     s.add_argument("--runs-dir", type=Path, default=None,
                    help="run folders go here: RUNS_DIR/<name>/ (default: runs; with --resume STATE, the state's own run folder)")
-    s.add_argument("--resume", nargs="?", const=True, default=False, type=Path, metavar="STATE",
-                   help="continue the newest state of the run, or the given .state file")
+    s.add_argument("--resume", nargs="?", const=True, default=False, type=Path, metavar="RUN_OR_STATE",
+                   help="continue the newest state of CONFIG's run, of a run folder (runs/NAME), or the given .state file")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.iterations=1000 (repeatable)")
     s.add_argument("--print-config", action="store_true", help="print the resolved config with defaults and exit")

@@ -436,7 +436,7 @@ def test_resume_with_another_network_is_a_one_line_error(workspace, tmp_path, ca
     assert main(args) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert "2.state: does not fit the networks of this config (size mismatch for" in err
+    assert f"2.state: the networks differ from the run's (generator.num_feat: 4 -> 6); resume with the config the run started with, or with --resume {tmp_path / 'chg'} alone" in err
 
 
 def test_resume_refuses_a_network_added_since_and_another_runs_config(workspace, tmp_path):
@@ -887,3 +887,23 @@ def test_sharpen_hr_auto_follows_the_pipelines_opening_sharpen_step():
     assert usm("realesrgan", sharpen_hr=0) == (None, "") and usm("bicubic", sharpen_hr=0.3) == ((0.3, 50, 10.0), "")
     none, why = usm([{"type": "sharpen", "amount": [0.3, 0.7]}])
     assert none is None and "random sharpen step" in why and "set train.sharpen_hr" in why
+
+
+def test_resume_takes_a_run_folder_and_never_rolls_a_run_back(workspace, tmp_path, capsys):
+    """An older state resumed over a newer one, or a finished one resumed again, overwrote the
+    later log records, final_iteration and *_latest files (from a new-user audit)."""
+    cfg = CONFIGS / "compact_x4.yml"
+    o = tiny_overrides("back", workspace, cfg, iterations=4) + ["train.checkpoint_every=2", "train.keep_checkpoints=5"]
+    assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True) == 0
+    run = tmp_path / "back"
+    files = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run / "training_states" / "2.state"), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "2.state is iteration 2, but" in err and "holds a newer state (4.state)" in err
+    assert main(["train", "--resume", str(run), "-q"]) == 0
+    assert f"{run}: already finished at iteration 4 (train.iterations 4); --set train.iterations=N to go on" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == files
+    assert main(["train", "--resume", str(run), "--set", "train.iterations=6", "-q"]) == 0
+    assert (run / "training_states" / "6.state").exists() and (run / "final_iteration").read_text() == "6"
+    assert main(["train", "--resume", str(tmp_path / "hr-less"), "-q"]) == 1

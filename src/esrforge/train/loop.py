@@ -900,7 +900,7 @@ def fit(run: Run, *, quiet: bool = False, on_iteration: Callable[[Run], None] | 
         dist.barrier()  # no process leaves before rank 0 has written the checkpoint
     if stopped:
         if main:
-            print(f"stopped at iteration {run.iteration}; resume with --resume (state: {run.run_dir / STATE_DIR / f'{run.iteration}.state'})", file=sys.stderr)
+            print(f"stopped at iteration {run.iteration}; to go on: esrforge train --resume {run.run_dir}", file=sys.stderr)
         return 130
     if main and not quiet:
         print(f"done: {run.iteration} iterations; weights: {run.run_dir / MODEL_DIR / f'net_g_{run.iteration}.safetensors'}", file=sys.stderr)
@@ -993,6 +993,23 @@ def _any_stop(run: Run) -> bool:
     return bool(t.item())
 
 
+def check_resume(state: dict[str, Any], state_path: Path, run_dir: Path, cfg: TrainConfig) -> None:
+    """Refuse a resume that would lose work or cannot load: a state older than the run's newest
+    (its later checkpoints, log and *_latest files would be overwritten), or networks changed."""
+    newest = newest_state(run_dir)
+    it = state["iteration"]
+    if newest is not None and int(newest.stem) > it:
+        raise TrainingError(
+            f"{state_path} is iteration {it}, but {run_dir} holds a newer state ({newest.name}): resuming from it would "
+            f"overwrite iterations {it + 1}-{newest.stem} (log, *_latest); --resume {run_dir} continues the newest, or move "
+            f"the newer states out of {run_dir / STATE_DIR} to go on from {it}"
+        )
+    nets = [c for c in config_changes(state["config"], to_dict(cfg)) if c.startswith(("generator.", "discriminator."))]
+    if nets:
+        raise TrainingError(f"{state_path}: the networks differ from the run's ({'; '.join(nets)}); "
+                            f"resume with the config the run started with, or with --resume {run_dir} alone")
+
+
 def config_changes(old: Any, new: Any, path: str = "") -> list[str]:
     """`key: old -> new` for each value that differs between two resolved configs."""
     if isinstance(old, dict) and isinstance(new, dict):
@@ -1015,6 +1032,11 @@ def train(
     if isinstance(config, TrainConfig):
         config = to_dict(config)
     state, state_path = None, None
+    if isinstance(resume, Path) and resume.is_dir():  # --resume RUN: the run folder's newest state
+        newest = newest_state(resume)
+        if newest is None:
+            raise TrainingError(f"--resume: {resume} holds no training state ({STATE_DIR}/N.state); give a run folder or a .state file")
+        resume = newest
     if isinstance(resume, Path):
         state, state_path = read_state(resume), resume
         # --set applies to the state's own config too (to extend a finished run: train.iterations)
@@ -1036,6 +1058,12 @@ def train(
         state, state_path = read_state(path), path
     elif state is None and newest_state(run_dir) is not None:
         raise TrainingError(f"{run_dir} already holds a run; use --resume to continue it, or another name")
+    if state is not None:
+        check_resume(state, state_path, run_dir, cfg)
+        if state["iteration"] >= cfg.train.iterations:  # nothing to train: leave every file as it is
+            print(f"{run_dir}: already finished at iteration {state['iteration']} (train.iterations {cfg.train.iterations}); "
+                  f"--set train.iterations=N to go on", file=sys.stderr)
+            return 0
     d_size = None
     if state is not None and isinstance(state.get("net_d"), dict) and "conv0_0.weight" in state["net_d"]:
         d_size = 256 if "conv5_0.weight" in state["net_d"] else 128  # the VGG discriminator's own layout
