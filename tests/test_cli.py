@@ -291,6 +291,18 @@ def test_skip_existing_is_the_default(tmp_path: Path, near4: Path) -> None:
     assert (out / "a.png").stat().st_mtime_ns == 1_000_000_000
 
 
+def test_an_output_file_named_by_o_is_replaced_unless_skip_existing(tmp_path: Path, near4: Path, capsys) -> None:
+    """`upscale photo.png -o big.png -m other_model` again must not keep the first model's output
+    and say 'skipped' (as a folder run resuming would): the user named the file to get."""
+    src = image(tmp_path / "a.png", seed=1)
+    out = tmp_path / "big.png"
+    out.write_bytes(b"an earlier result")
+    assert upscale(src, "-o", out, "-m", near4, "--skip-existing") == 0
+    assert out.read_bytes() == b"an earlier result"
+    assert upscale(src, "-o", out, "-m", near4) == 0
+    np.testing.assert_array_equal(read_image(out), nearest(read_image(src), 4))
+
+
 def test_explicit_skip_existing_keeps_and_overwrite_replaces(tmp_path: Path, near4: Path) -> None:
     src, out, before = _existing_output(tmp_path)
     assert upscale(src, "-o", out, "-m", near4, "--skip-existing") == 0

@@ -359,7 +359,7 @@ def upscale(
     quality: int | None = None,
     lossless: bool = False,
     strip_metadata: bool = False,
-    overwrite: bool = False,
+    overwrite: bool | None = None,
     tile: int | str = "auto",
     seamless: str | None = None,
     outscale: float | None = None,
@@ -376,6 +376,8 @@ def upscale(
 
         models = [DEFAULT_MODEL]
     jobs = plan_outputs(inputs, output, suffix=suffix, fmt=fmt)
+    if overwrite is None:  # a file named by -o is what the user asked to get (as cp, Real-ESRGAN); a folder run resumes
+        overwrite = len(jobs) == 1 and jobs[0].dst == output
     if lossless and any(j.dst.suffix.lower() in (".jpg", ".jpeg") for j in jobs):
         raise CommandError("--lossless: JPEG has no lossless mode; use --format webp or png")
     check_writable(output, folder=not (len(jobs) == 1 and jobs[0].dst == output))
@@ -584,8 +586,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "since without it the colours change)")
     g = s.add_mutually_exclusive_group()
     s.set_defaults(overwrite=False)
-    g.add_argument("--skip-existing", dest="overwrite", action="store_false", help="keep existing outputs (default)")
-    g.add_argument("--overwrite", dest="overwrite", action="store_true", help="replace existing outputs")
+    g.add_argument("--skip-existing", dest="overwrite", action="store_false", default=None,
+                   help="keep existing outputs (default for folder outputs: a re-run does what is left)")
+    g.add_argument("--overwrite", dest="overwrite", action="store_true", default=None,
+                   help="replace existing outputs (default when -o names one output file)")
     s.add_argument("--tile", type=_tile_arg, default="auto", help="tile size in input pixels, 0 = whole image, auto (default)")
     s.add_argument("--seamless", choices=["tile", "mirror", "replicate"],
                    help="context past the edges: tile = wrap around (the result tiles seamlessly: textures), "
