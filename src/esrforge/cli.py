@@ -462,7 +462,8 @@ def degrade(
         raise CommandError("give HR_DIR and LR_DIR (or --preview IMAGE -o SHEET.png)")
     if output is not None:
         raise CommandError("-o goes with --preview; for a dataset give HR_DIR LR_DIR")
-    with tqdm(unit="img", disable=quiet, dynamic_ncols=True, delay=1.0) as bar:  # not drawn for an early error
+    # Bars only on a terminal (as upscale and train): in a log file they are carriage-return fragments.
+    with tqdm(unit="img", disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True, delay=1.0) as bar:  # not drawn for an early error
         errors, skipped = degrade_folder(
             hr_dir, lr_dir, scale=scale, pipeline=pipe, seed=seed,
             workers=default_workers() if workers is None else workers, progress=bar, overwrite=overwrite,
@@ -501,9 +502,9 @@ def split(
     if (lr_dir is None) != (lr_out_dir is None):
         raise CommandError("--lr and --lr-output go together")
     settings = SplitSettings(size=size, step=step, threshold=threshold, scale=scale if lr_dir is not None else 1)
-    with tqdm(unit="img", disable=quiet, dynamic_ncols=True, delay=1.0) as bar:
+    with tqdm(unit="img", disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True, delay=1.0) as bar:
         written, errors = split_folder(hr_dir, out_dir, settings, lr_dir=lr_dir, lr_out_dir=lr_out_dir,
-                                       workers=default_workers() if workers is None else workers, progress=lambda: bar.update(1))
+                                       workers=default_workers() if workers is None else workers, progress=bar)
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     if not quiet:

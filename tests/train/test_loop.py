@@ -830,7 +830,7 @@ def test_training_batches_keep_their_workers_across_epochs_and_resume_at_any_pos
     from types import SimpleNamespace
 
     from esrforge.data.datasets import SRDataset
-    from esrforge.train.loop import batches
+    from esrforge.train.loop import batches, data_workers
 
     for i in range(5):
         write_image(tmp_path / "hr" / f"{i}.png", photo_like(24, 24, seed=i))
@@ -856,7 +856,7 @@ def test_training_batches_keep_their_workers_across_epochs_and_resume_at_any_pos
     assert len(set(keys[0] + keys[1])) == 4 and keys[:2] != keys[2:4]  # an epoch draws 4 images, reshuffled
     with_workers = take(2, 0, 0, 7)
     pids = {int(p) for b, _ in with_workers for p in b["pid"]}
-    assert len(pids) == 2 and os.getpid() not in pids  # the same two workers for 3.5 epochs
+    assert len(pids) == data_workers(2) and os.getpid() not in pids  # the same workers for 3.5 epochs
     for (a, pa), (b, pb) in zip(ref, with_workers):
         assert pa == pb and torch.equal(a["lr"], b["lr"]) and torch.equal(a["hr"], b["hr"])
     for k in range(len(ref) - 1):  # resumed after batch k (the state written then holds ref[k]'s position)
@@ -907,3 +907,10 @@ def test_resume_takes_a_run_folder_and_never_rolls_a_run_back(workspace, tmp_pat
     assert main(["train", "--resume", str(run), "--set", "train.iterations=6", "-q"]) == 0
     assert (run / "training_states" / "6.state").exists() and (run / "final_iteration").read_text() == "6"
     assert main(["train", "--resume", str(tmp_path / "hr-less"), "-q"]) == 1
+
+
+def test_data_workers_are_capped_at_the_cpus_the_process_may_use(monkeypatch):
+    from esrforge.train.loop import data_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert data_workers(4) == 2 and data_workers(1) == 1 and data_workers(0) == 0

@@ -11,7 +11,6 @@ grid at the same places, so pairs stay aligned and keep matching names.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 from esrforge.data.datasets import DatasetError, pair_sizes_match, scan_images
 from esrforge.data.degrade import file_error_text, run_file_jobs
 from esrforge.images import IMAGE_SUFFIXES, read_image_and_metadata, visible_files, write_image
+from esrforge.infer.tiling import Progress
 
 
 def positions(length: int, size: int, step: int, threshold: int = 0) -> list[int]:
@@ -84,10 +84,11 @@ def split_folder(
     lr_dir: Path | None = None,
     lr_out_dir: Path | None = None,
     workers: int = 0,
-    progress: Callable[[], object] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[int, list[str]]:
     """Cut every image under `hr_dir` (and its LR partner under `lr_dir`) into `out_dir`
-    (and `lr_out_dir`), mirroring sub-folders. Returns (sub-images written, per-file errors)."""
+    (and `lr_out_dir`), mirroring sub-folders. Returns (sub-images written, per-file errors).
+    `progress` (a tqdm bar, say) gets its total and one update per image."""
     s = settings
     if s.size < 16 or s.step < 1 or s.step > s.size or s.threshold < 0:
         raise DatasetError(f"--size {s.size} --step {s.step} --threshold {s.threshold}: need size >= 16, 1 <= step <= size "
@@ -111,13 +112,15 @@ def split_folder(
     jobs = [(hr[key], out_dir / key, s, lr.get(key), lr_out_dir / key if lr_out_dir else None)
             for key in hr if lr_dir is None or key in lr]
     written = 0
+    if progress is not None:
+        progress.total = len(jobs)
     for job, count, exc in run_file_jobs(_job, jobs, workers=workers):
         if exc is None:
             written += count or 0
         else:
             errors.append(file_error_text(job[0], exc))
         if progress is not None:
-            progress()
+            progress.update(1)
     return written, errors
 
 

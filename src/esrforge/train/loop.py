@@ -357,6 +357,9 @@ def setup(
     target_usm, why = target_sharpening(cfg, dataset)
     if why:
         log(why)
+    if data_workers(cfg.data.train.workers) < cfg.data.train.workers:
+        log(f"data.train.workers {cfg.data.train.workers}: this machine gives the process "
+            f"{data_workers(cfg.data.train.workers)} CPU(s); using that many")
     run = Run(
         cfg, run_dir, device, amp, net_g, net_ema, net_d, opt_g, opt_d, scaler, losses, dataset,
         rank=rank, world=world, channels_last=channels_last, target_usm=target_usm,
@@ -438,6 +441,13 @@ class _EpochItems(Dataset):
         return self.dataset.item(index, epoch)
 
 
+def data_workers(asked: int) -> int:
+    """`data.train.workers`, at most one per CPU this process may use: more only compete for the
+    cores (and PyTorch warns at length at every start)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(asked, cpus)
+
+
 def batches(run: Run) -> Iterator[dict[str, Any]]:
     """Endless batches. The order of each epoch comes from (seed, epoch) and the position is
     counted, so a resumed run sees exactly the batches it would have seen."""
@@ -459,7 +469,7 @@ def batches(run: Run) -> Iterator[dict[str, Any]]:
     # untouched, so where a resumed run creates its loader does not matter.
     loader = DataLoader(
         _EpochItems(run.dataset), batch_sampler=batch_keys(run.epoch, run.batches_done),
-        num_workers=run.cfg.data.train.workers,
+        num_workers=data_workers(run.cfg.data.train.workers),
         generator=torch.Generator().manual_seed(seed_for(run.cfg.seed, "workers", run.epoch)),
         pin_memory=run.device.type == "cuda",  # lets train_step's non_blocking copies overlap
     )
