@@ -213,7 +213,7 @@ def test_metrics_command_reports_missing_partners_and_size_mismatch(tmp_path, ca
     write_image(hr / "only_hr.png", photo_like(16, 16))
     write_image(sr / "only_sr.png", photo_like(16, 16))
     write_image(hr / "big.png", photo_like(24, 24))
-    write_image(sr / "big.png", photo_like(20, 24))
+    write_image(sr / "big.png", photo_like(12, 24))
     assert metrics_command(sr, hr, as_json=True, crop_border=1, y_channel=True) == 1
     out, err = capsys.readouterr()
     assert [r["name"] for r in json.loads(out)["images"]] == ["sub/0.png", "sub/1.png"]
@@ -221,7 +221,21 @@ def test_metrics_command_reports_missing_partners_and_size_mismatch(tmp_path, ca
     assert all(line.startswith("esrforge metrics: error: ") for line in lines)
     assert any(str(hr / "only_hr.png") in line for line in lines)
     assert any(str(sr / "only_sr.png") in line for line in lines)
-    assert any(str(sr / "big.png") in line and str(hr / "big.png") in line and "24x20" in line for line in lines)
+    assert any(str(sr / "big.png") in line and str(hr / "big.png") in line and "24x12" in line for line in lines)
+
+
+def test_an_hr_not_a_multiple_of_the_scale_is_compared_mod_cropped(tmp_path, capsys):
+    """Set14's 451 px wide HR gives a 112 px LR (mod-crop, as esrforge degrade and BasicSR make
+    it) and a 448 px SR: the SR is compared with the HR's top-left 448 px, as BasicSR does."""
+    hr = photo_like(30, 35, seed=3)
+    write_image(tmp_path / "hr.png", hr)
+    write_image(tmp_path / "sr.png", hr[:28, :32])
+    assert metrics_command(tmp_path / "sr.png", tmp_path / "hr.png", as_json=True) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["mean"]["psnr"] is None  # identical where compared
+    assert err == f"note: {tmp_path / 'hr.png'} is 35x30 with 3 channel(s); compared mod-cropped to {tmp_path / 'sr.png'}'s 32x28\n"
+    write_image(tmp_path / "sr.png", hr[:22, :32])  # 8 rows short: not a mod-crop
+    assert metrics_command(tmp_path / "sr.png", tmp_path / "hr.png") == 1
 
 
 def test_metrics_command_leaves_hidden_files_out(tmp_path, capsys):

@@ -41,7 +41,8 @@ def metrics_command(sr: Path, hr: Path, *, crop_border: int = 0, y_channel: bool
     """Compare SR images with their HR references and print the scores.
 
     SR and HR are two image files, or two folders searched recursively whose images are matched
-    by relative path and stem (the extension may differ). Prints one line per image and the mean,
+    by relative path and stem (the extension may differ). An HR up to 7 pixels larger than its SR is cropped to it (mod-crop: its LR was made from the
+    HR cut to a multiple of the scale), with a note. Prints one line per image and the mean,
     or with `as_json` exactly::
 
         {"mean": {"psnr": ..., "ssim": ...}, "images": [{"name": ..., "psnr": ..., "ssim": ...}]}
@@ -77,6 +78,12 @@ def metrics_command(sr: Path, hr: Path, *, crop_border: int = 0, y_channel: bool
     for name, s_path, h_path in pairs:
         try:
             a, b = read_image(s_path), read_image(h_path)
+            dh, dw = b.shape[0] - a.shape[0], b.shape[1] - a.shape[1]
+            if a.shape[2] == b.shape[2] and 0 <= dh < 8 and 0 <= dw < 8 and dh + dw > 0:
+                # HR not a multiple of the scale: the LR was made from HR mod-cropped (BasicSR's
+                # and esrforge degrade's rule), so the SR covers its top-left part.
+                print(f"note: {h_path} is {_dims(b.shape)}; compared mod-cropped to {s_path}'s {a.shape[1]}x{a.shape[0]}", file=sys.stderr)
+                b = b[: a.shape[0], : a.shape[1]]
             if a.shape != b.shape:
                 raise ValueError(f"{s_path} is {_dims(a.shape)} but {h_path} is {_dims(b.shape)}")
             rows.append({"name": name, "psnr": psnr(a, b, crop_border=crop_border, y_channel=y_channel),
