@@ -1056,3 +1056,13 @@ def test_a_colour_profile_that_inflates_past_what_any_file_holds_is_no_profile(t
     path.write_bytes(data[:33] + png_chunk(b"iCCP", b"icc\x00\x00" + bomb) + data[33:])
     img, meta = images.read_image_and_metadata(path)
     assert img.shape == (4, 4, 3) and meta.icc_profile is None
+
+
+def test_a_profile_larger_than_a_jpeg_holds_is_left_out_with_a_warning(tmp_path: Path, monkeypatch) -> None:
+    """A JPEG holds 255 APP2 segments (16.7 MB); a larger profile failed the write with
+    'bytes must be in range(0, 256)'. (The limit is lowered here so the test stays small.)"""
+    monkeypatch.setattr(images, "_ICC_MAX", 300)
+    out = tmp_path / "o.jpg"
+    with pytest.warns(UserWarning, match=r"o.jpg: written without its colour profile \(388 bytes; a JPEG holds at most 300\)"):
+        write_image(out, photo_like(8, 8), metadata=ImageMetadata(icc(extra=256), None, ()))
+    assert read_image(out).shape == (8, 8, 3) and images.read_image_and_metadata(out)[1].icc_profile is None
