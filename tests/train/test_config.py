@@ -402,3 +402,12 @@ def test_yaml_alias_bombs_and_deep_nesting_are_refused_at_once(tmp_path):
     (tmp_path / "deep.yml").write_text("name: " + "[" * 5000 + "]" * 5000 + "\n")
     with pytest.raises(ConfigError, match="deep.yml: not valid YAML"):
         load_config(tmp_path / "deep.yml")
+
+
+def test_a_mistake_in_a_set_value_is_blamed_on_the_command_line_not_the_file():
+    with pytest.raises(ConfigError) as e:
+        load_config(_minimal(), ["generator.num_feats=8", "train.iterations=0"])
+    assert e.value.problems == [
+        "--set generator.num_feats: unknown key (allowed: arch, num_feat, num_block, num_grow_ch, num_conv, activation, in_ch, out_ch)",
+        "--set train.iterations: 0 is outside the allowed range [1, ]",
+    ]

@@ -346,7 +346,15 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None
         except YamlError as e:
             raise ConfigError([f"--set {item!r}: the value is {e}"], name) from None
         _set(data, key.strip(), value)
-    return parse(TrainConfig, data, name)
+    try:
+        return parse(TrainConfig, data, name)
+    except ConfigError as e:
+        # A problem in a value --set put there is the command line's, not the file's.
+        keys = [item.partition("=")[0].strip() for item in overrides or []]
+        mine = [f"--set {p}" if any(p == k or p.startswith((f"{k}:", f"{k}.", f"{k}[")) for k in keys) else p for p in e.problems]
+        if mine == e.problems:
+            raise
+        raise ConfigError(mine, name) from None
 
 
 def dump_config(cfg: TrainConfig) -> str:
