@@ -706,7 +706,7 @@ def test_outscale_2_with_x4_model(tmp_path: Path, rrdb_file: Path) -> None:
 def test_outscale_must_be_positive_and_finite(tmp_path: Path, rrdb_file: Path, capsys, value) -> None:
     src = image(tmp_path / "a.png")
     assert upscale(src, "-o", tmp_path / "o.png", "-m", rrdb_file, "--outscale", value) == 1
-    assert capsys.readouterr().err.strip() == f"esrforge upscale: error: outscale must be a finite number > 0, got {float(value)}"
+    assert capsys.readouterr().err.strip() == f"esrforge upscale: error: --outscale must be a finite number > 0, got {float(value)}"
     assert not (tmp_path / "o.png").exists()
 
 
@@ -1045,7 +1045,7 @@ def test_interpolate_different_shapes_fails(tmp_path: Path, capsys) -> None:
     b = save(tiny_rrdb(num_grow_ch=8), tmp_path / "b.pth")
     out = tmp_path / "m.pth"
     assert cli("interpolate", a, b, "--alpha", "0.5", "-o", out) == 1
-    assert "cannot interpolate" in capsys.readouterr().err
+    assert "cannot interpolate models of different shapes (num_grow_ch 6 vs 8); both must be" in capsys.readouterr().err
     assert not out.exists()
     c = save(tiny_compact(), tmp_path / "c.pth")
     assert cli("interpolate", a, c, "--alpha", "0.5", "-o", out) == 1

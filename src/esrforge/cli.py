@@ -100,9 +100,12 @@ def interpolate(a: Path, b: Path, *, alpha: float, output: Path, layout: str | N
     ma, mb = load_model(a), load_model(b)
     da, db = ma.descriptor, mb.descriptor
     if da.arch != db.arch or da.hparams != db.hparams:
-        raise CommandError(
-            f"cannot interpolate different models: {a} is {da.arch} {da.hparams}, {b} is {db.arch} {db.hparams}"
-        )
+        if da.arch != db.arch:
+            why = f"{a} is {da.arch}, {b} is {db.arch}"
+        else:  # only what differs, as `key A vs B`
+            why = ", ".join(f"{k} {da.hparams.get(k)} vs {db.hparams.get(k)}" for k in dict.fromkeys([*da.hparams, *db.hparams])
+                            if da.hparams.get(k) != db.hparams.get(k))
+        raise CommandError(f"cannot interpolate models of different shapes ({why}); both must be the same architecture and size")
     sa, sb = ma.module.state_dict(), mb.module.state_dict()
     mixed = {k: (1.0 - alpha) * sa[k].float() + alpha * sb[k].float() for k in sa}
     save_model(output, mixed, da, layout=layout, half=half)
@@ -385,8 +388,8 @@ def upscale(
     loaded = [load_model(m) for m in models]
     try:
         up = Upscaler(loaded, device=device, precision=precision, tile=tile, seamless=seamless, outscale=outscale)
-    except ValueError as e:
-        raise CommandError(str(e)) from None
+    except ValueError as e:  # the API's parameter names, as the options that set them
+        raise CommandError(str(e).replace("outscale must", "--outscale must", 1)) from None
     if up.device.type == "cpu":
         from esrforge.infer.device import tune_cpu_allocator
 
