@@ -143,7 +143,7 @@ def test_set_extends_a_finished_run_resumed_from_its_state_alone(workspace, tmp_
     assert main(["train", "--resume", str(state), "--set", "train.iterations=3", "-q"]) == 0
     assert (tmp_path / "more" / "training_states" / "3.state").exists()
     assert main(["train", "--resume", str(state), "--set", "train.iterations=zero", "-q"]) == 1
-    assert f"esrforge train: error: {state}: train.iterations: expected a whole number, got 'zero'" in capsys.readouterr().err
+    assert f"esrforge train: error: {state}: --set train.iterations: expected a whole number, got 'zero'" in capsys.readouterr().err
 
 
 def test_resuming_says_which_config_values_changed(workspace, tmp_path, capsys):
