@@ -291,6 +291,11 @@ def write_image(
         params = [cv2.IMWRITE_JPEG_QUALITY, quality]
     elif ext == ".webp":
         params = [cv2.IMWRITE_WEBP_QUALITY, 101 if lossless else quality]  # OpenCV: above 100 = lossless
+    elif ext == ".png" and hasattr(cv2, "IMWRITE_PNG_FILTER"):  # OpenCV 4.11+ lets the filter be chosen
+        # OpenCV's fast default (zlib level 1, RLE) with the Paeth filter instead of Sub: upscaled
+        # photos come out about a quarter smaller for a few percent more time (docs/benchmarks.md).
+        params = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
+                  cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_PAETH]
 
     def encode_into(tmp: str) -> None:
         # cv2.imwrite encodes straight into the file: imencode would hold the encoded image in

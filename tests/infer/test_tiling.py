@@ -147,7 +147,7 @@ def test_a_containers_memory_limit_bounds_the_cpu_memory_budget(tmp_path, monkey
         monkeypatch.setattr(device, "CGROUP_FILES", ((str(tmp_path / "max"), str(tmp_path / "cur")),))
         (tmp_path / "max").write_text("300000000\n")
         (tmp_path / "cur").write_text("0\n")
-        assert device.auto_tile(20000.0, torch.device("cpu"), margin=16) < 256
+        assert device.auto_tile(20000.0, torch.device("cpu"), margin=16) < 512
 
 
 def test_cpu_auto_tile_cap_is_in_the_networks_own_pixels(monkeypatch):
@@ -155,9 +155,9 @@ def test_cpu_auto_tile_cap_is_in_the_networks_own_pixels(monkeypatch):
 
     monkeypatch.setattr(device, "free_memory_bytes", lambda dev: 1 << 40)
     cpu = torch.device("cpu")
-    assert device.auto_tile(1000.0, cpu, margin=16) == 256
-    assert device.auto_tile(1000.0, cpu, margin=32, multiple_of=2) == 512  # x2 unshuffle: 256 of its pixels
-    assert device.auto_tile(1000.0, cpu, margin=64, multiple_of=4) == 1024
+    assert device.auto_tile(1000.0, cpu, margin=16) == 512
+    assert device.auto_tile(1000.0, cpu, margin=32, multiple_of=2) == 1024  # x2 unshuffle: 512 of its pixels
+    assert device.auto_tile(1000.0, cpu, margin=64, multiple_of=4) == 2048
 
 
 def test_bf16_close_to_fp32():

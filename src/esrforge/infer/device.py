@@ -167,9 +167,10 @@ def cgroup_room_bytes() -> int | None:
     return None
 
 
-# Past these sizes a bigger tile buys nothing: on CPU, 256 px tiles (plus margins) ran RRDBNet
-# x4 as fast as 384/512 px tiles or whole 512 px images, in a smaller working set (docs/benchmarks.md).
-MAX_AUTO_TILE = {"cpu": 256, "mps": 512, "cuda": 1024}
+# Past these sizes a bigger tile buys little. On CPU the 16 px margins are what small tiles cost:
+# on a 1400x1000 photo the bundled model took 1.26x the whole-image time with 256 px tiles and
+# 1.11x with 512 px ones (benchmarks/bench_cpu_tile.py, docs/benchmarks.md).
+MAX_AUTO_TILE = {"cpu": 512, "mps": 512, "cuda": 1024}
 
 
 def auto_tile(bytes_per_px: float, device: torch.device, margin: int, multiple_of: int = 1) -> int:
