@@ -697,6 +697,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         args = vars(build_parser().parse_args(argv))
         command = args.pop("command")
+        if "torch" not in sys.modules:
+            # OpenMP threads that sleep at barriers instead of spinning: equal on an idle machine,
+            # faster when anything else wants the cores (esrforge's own reader/writer threads,
+            # DataLoader workers, other jobs). libgomp reads this when torch loads.
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         if "OPENCV_LOG_LEVEL" not in os.environ:
             # OpenCV logs its own "[ WARN:0@5.4] ... PNG input buffer is incomplete" lines; the
             # commands report each unreadable file themselves, in one line that names it. (Only
