@@ -159,3 +159,11 @@ def test_infinite_weights_and_enlargements_that_multiply_past_any_image_are_refu
     p = load_pipeline([{"type": "resize", "scale": 8}] * 4)
     with pytest.raises(PipelineError, match=r"resize step: x8.00 of 2048x1536 is 16384x12288, over 64 megapixels per image"):
         p(torch.rand(1, 3, 24, 32), torch.Generator().manual_seed(0), 2)
+
+
+def test_every_bad_step_is_named_at_once():
+    with pytest.raises(PipelineError) as e:
+        load_pipeline([{"type": "blurr"}, {"type": "noise", "sigma": [1, 300]}, {"type": "jpeg"}])
+    msg = str(e.value)
+    assert msg.startswith("2 problems: pipeline step 1: unknown type 'blurr'") and "pipeline step 2 (noise): field 'sigma'" in msg
+    assert "\n" not in msg

@@ -914,3 +914,13 @@ def test_data_workers_are_capped_at_the_cpus_the_process_may_use(monkeypatch):
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     assert data_workers(4) == 2 and data_workers(1) == 1 and data_workers(0) == 0
+
+
+def test_a_run_validates_at_its_last_iteration_too(workspace, tmp_path):
+    """A run that ends between two validations still reports its final weights' scores."""
+    cfg = CONFIGS / "compact_x4.yml"
+    o = tiny_overrides("last", workspace, cfg, iterations=3) + ["train.checkpoint_every=100"]
+    assert train(cfg, runs_dir=tmp_path, overrides=o, quiet=True) == 0
+    records = [json.loads(line) for line in (tmp_path / "last" / "log.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in records if "val" in r] == [2, 3]
+    assert (tmp_path / "last" / "visualization" / "00000003").is_dir()

@@ -206,4 +206,12 @@ def load_pipeline(spec: str | Path | Sequence[Any] | Mapping[str, Any]) -> Pipel
 
 
 def _build(steps: Sequence[Any], source: str) -> Pipeline:
-    return Pipeline(tuple(parse_step(s, i) for i, s in enumerate(steps, 1)), source)  # step 1 is the first
+    parsed, problems = [], []
+    for i, s in enumerate(steps, 1):  # step 1 is the first
+        try:
+            parsed.append(parse_step(s, i))
+        except PipelineError as e:  # every step's mistake at once, as training configs do
+            problems.append(str(e))
+    if problems:
+        raise PipelineError(problems[0] if len(problems) == 1 else f"{len(problems)} problems: {'; '.join(problems)}")
+    return Pipeline(tuple(parsed), source)

@@ -267,7 +267,7 @@ class TrainConfig:
     scale: Literal[1, 2, 4, 8]
     data: Data
     generator: GeneratorCfg
-    seed: int = 0
+    seed: int = bounded(0, lo=0, hi=2**63 - 1, doc="every random draw (data order, crops, degradations, weights) follows from it")
     device: str = "auto"
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     pretrain: Pretrain | None = None

@@ -654,7 +654,9 @@ def _validate(run: Run) -> dict[str, float]:
     net = copy.deepcopy(run.net_ema if run.net_ema is not None else run.net_g).eval()
     desc = describe(cfg.generator.arch, "basicsr", run.net_g.hparams(), net, "validation")
     precision = precision_name(run.amp)
-    up = Upscaler(LoadedModel(net, desc), device=run.device, precision=precision)
+    with warnings.catch_warnings():  # a slow precision was warned about when the run started
+        warnings.filterwarnings("ignore", message=r"precision \w+: this CPU has no")
+        up = Upscaler(LoadedModel(net, desc), device=run.device, precision=precision)
     border = cfg.scale if v.crop_border is None else v.crop_border
     ch = cfg.generator.in_ch
     scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "psnr_rgb": []}
@@ -883,7 +885,8 @@ def fit(run: Run, *, quiet: bool = False, on_iteration: Callable[[Run], None] | 
                 bar.set_postfix({"ep": run.epoch, **{k: f"{v:.4g}" for k, v in logs.items()}}, refresh=False)
                 if lines:
                     print(progress_line(run.iteration, t.iterations, run.epoch, rate, logs), file=sys.stderr, flush=True)
-            if main and cfg.data.val is not None and run.iteration % cfg.data.val.every == 0:
+            # and at the end, so a run's last weights always have their scores
+            if main and cfg.data.val is not None and (run.iteration % cfg.data.val.every == 0 or run.iteration == t.iterations):
                 res = validate(run)
                 log({"iter": run.iteration, "val": res, "best": run.best})
                 if not quiet:
