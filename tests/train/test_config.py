@@ -411,3 +411,18 @@ def test_a_mistake_in_a_set_value_is_blamed_on_the_command_line_not_the_file():
         "--set generator.num_feats: unknown key (allowed: arch, num_feat, num_block, num_grow_ch, num_conv, activation, in_ch, out_ch)",
         "--set train.iterations: 0 is outside the allowed range [1, ]",
     ]
+
+
+def test_a_left_out_generator_is_read_from_the_pretrain_file(tmp_path):
+    """Fine-tuning someone's model needs no hand-copied num_feat/num_block/num_grow_ch."""
+    import torch
+
+    from tests.conftest import tiny_rrdb
+
+    torch.save({"params_ema": tiny_rrdb(4, num_grow_ch=5, num_feat=6, num_block=2).state_dict()}, tmp_path / "theirs.pth")
+    cfg = load_config({"name": "ft", "scale": 4, "data": {"train": {"hr": "x"}}, "pretrain": {"generator": str(tmp_path / "theirs.pth")}})
+    assert (cfg.generator.arch, cfg.generator.num_feat, cfg.generator.num_block, cfg.generator.num_grow_ch) == ("rrdbnet", 6, 2, 5)
+    with pytest.raises(ConfigError, match=r"pretrain.generator: .*nothing.pth: no such model file.* \(the generator section, left out, is read from this file\)"):
+        load_config({"name": "ft", "scale": 4, "data": {"train": {"hr": "x"}}, "pretrain": {"generator": str(tmp_path / "nothing.pth")}})
+    with pytest.raises(ConfigError, match="generator: required"):
+        load_config({"name": "ft", "scale": 4, "data": {"train": {"hr": "x"}}})

@@ -346,6 +346,7 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None
         except YamlError as e:
             raise ConfigError([f"--set {item!r}: the value is {e}"], name) from None
         _set(data, key.strip(), value)
+    _generator_from_pretrain(data, name)
     try:
         return parse(TrainConfig, data, name)
     except ConfigError as e:
@@ -355,6 +356,23 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None
         if mine == e.problems:
             raise
         raise ConfigError(mine, name) from None
+
+
+def _generator_from_pretrain(data: dict[str, Any], name: str) -> None:
+    """A config that leaves `generator` out but names `pretrain.generator` gets the file's
+    architecture and sizes, read from its tensors as `esrforge info` reads them: fine-tuning
+    a model needs no hand-copied hyperparameters."""
+    pre = data.get("pretrain")
+    path = pre.get("generator") if isinstance(pre, dict) else None
+    if "generator" in data or not isinstance(path, str):
+        return
+    from esrforge.modelio import load_model  # imports torch: only for such a config
+
+    try:
+        d = load_model(path).descriptor
+    except (ValueError, OSError) as e:  # ModelFileError names the file and what it is
+        raise ConfigError([f"pretrain.generator: {e} (the generator section, left out, is read from this file)"], name) from None
+    data["generator"] = {"arch": d.arch, **{k: d.hparams[k] for k in _GEN_KEYS[d.arch]}, "in_ch": d.in_ch, "out_ch": d.out_ch}
 
 
 def dump_config(cfg: TrainConfig) -> str:
