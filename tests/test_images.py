@@ -521,6 +521,9 @@ def test_write_falls_back_to_encoding_in_memory(tmp_path: Path, monkeypatch, ext
     write_image(path, img, quality=101 if ext == ".webp" else 95)
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
     params = [cv2.IMWRITE_WEBP_QUALITY, 101] if ext == ".webp" else [cv2.IMWRITE_JPEG_QUALITY, 95]
+    if ext == ".png" and hasattr(cv2, "IMWRITE_PNG_FILTER"):  # esrforge's PNG settings
+        params = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
+                  cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_PAETH]
     ok, buf = cv2.imencode(ext, cv2.cvtColor(img, cv2.COLOR_RGB2BGR), params)
     assert ok and path.read_bytes() == buf.tobytes()  # the whole file, as the in-memory encoder makes it
 
