@@ -642,7 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-q", "--quiet", action="store_true")
 
     s = sub.add_parser("plot", help="draw a run's loss and validation curves")
-    s.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    s.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder (runs/NAME) or its log.jsonl")
     s.add_argument("-o", "--output", type=Path, required=True, help="image file, e.g. curves.png")
 
     s = sub.add_parser("metrics", help="PSNR/SSIM of upscaled images against references")

@@ -611,11 +611,14 @@ def test_plot_draws_losses_and_validation(workspace, tmp_path, capsys):
     out = tmp_path / "curves.png"
     assert main(["plot", str(tmp_path / "plot"), "-o", str(out)]) == 0
     img = read_image(out)
-    # panels of 480 x 260, two to a row: the pixel loss, then psnr, ssim, psnr_rgb; each with its curve
-    assert img.shape == (2 * 260, 2 * 480, 3)
-    for y, x in ((0, 0), (0, 480), (260, 0), (260, 480)):
+    # panels of 480 x 260, two to a row: the pixel loss, the learning rate, then psnr, ssim,
+    # psnr_rgb; each with its curve
+    assert img.shape == (3 * 260, 2 * 480, 3)
+    for y, x in ((0, 0), (0, 480), (260, 0), (260, 480), (520, 0)):
         panel = img[y + 40 : y + 220, x + 64 : x + 440]  # inside the frame
         assert ((panel < 250).any(axis=2) & (panel.std(axis=2) > 20)).sum() > 100  # coloured pixels drawn
+    assert main(["plot", str(tmp_path / "plot" / "log.jsonl"), "-o", str(tmp_path / "same.png")]) == 0  # the log itself
+    assert np.array_equal(read_image(tmp_path / "same.png"), img)
     assert main(["plot", str(tmp_path), "-o", str(tmp_path / "x.png")]) == 1
     assert "no training log" in capsys.readouterr().err
 

@@ -19,13 +19,15 @@ W, H, PAD, LEFT = 480, 260, 40, 64  # LEFT: room for a tick label such as 0.0033
 
 
 def read_log(run_dir: Path) -> tuple[dict[str, list[tuple[int, float]]], dict[str, list[tuple[int, float]]]]:
-    """(training series, validation series), each name -> [(iteration, value)]."""
-    path = run_dir / "log.jsonl"
+    """(training series, validation series), each name -> [(iteration, value)]; the training
+    series end with the learning rate ("lr"). `run_dir` may also be its log.jsonl."""
+    path = run_dir if run_dir.name == "log.jsonl" and run_dir.is_file() else run_dir / "log.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no training log (is {run_dir} a run folder?)")
     train: dict[str, list[tuple[int, float]]] = {}
     val: dict[str, list[tuple[int, float]]] = {}
     bad = []
+    lr: list[tuple[int, float]] = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         try:
             rec = json.loads(line)
@@ -40,8 +42,12 @@ def read_log(run_dir: Path) -> tuple[dict[str, list[tuple[int, float]]], dict[st
         for k, v in rec.items():
             if k not in ("iter", "epoch", "images", "lr", "it_per_s") and isinstance(v, (int, float)):
                 train.setdefault(k, []).append((it, float(v)))
+        if isinstance(rec.get("lr"), (int, float)):
+            lr.append((it, float(rec["lr"])))
     if bad:
         warnings.warn(f"{path}: skipped {len(bad)} unreadable line(s): {', '.join(map(str, bad[:5]))}", stacklevel=2)
+    if lr:  # the schedule, to read the losses against (a decay step shows in them)
+        train["lr"] = lr
     return train, val
 
 
@@ -61,9 +67,10 @@ def _panel(title: str, series: dict[str, list[tuple[int, float]]]) -> np.ndarray
     to_px = lambda x, y: (int(LEFT + (x - x0) / (x1 - x0) * (W - LEFT - PAD)), int(H - PAD - (y - y0) / (y1 - y0) * (H - 2 * PAD)))  # noqa: E731
     cv2.rectangle(img, (LEFT, PAD - 10), (W - PAD, H - PAD), (200, 200, 200), 1)
     for frac in (0.0, 0.5, 1.0):
-        yv, xv = y0 + frac * (y1 - y0), x0 + frac * (x1 - x0)
+        yv = y0 + frac * (y1 - y0)
         cv2.putText(img, f"{yv:.4g}", (2, to_px(x0, yv)[1] + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (80, 80, 80), 1, cv2.LINE_AA)
-        cv2.putText(img, f"{int(xv)}", (to_px(xv, y0)[0] - 10, H - PAD + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (80, 80, 80), 1, cv2.LINE_AA)
+    for xv in sorted({round(x0 + frac * (x1 - x0)) for frac in (0.0, 0.5, 1.0)}):  # whole iterations, each once
+        cv2.putText(img, f"{xv}", (to_px(xv, y0)[0] - 10, H - PAD + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (80, 80, 80), 1, cv2.LINE_AA)
     for i, (name, s) in enumerate(series.items()):
         color = _COLORS[i % len(_COLORS)]
         line = np.array([to_px(x, y) for x, y in s if np.isfinite(y)], np.int32)
@@ -82,7 +89,8 @@ def plot_run(run_dir: Path, output: Path) -> Path:
     Each has its own axis: a GAN's discriminator loss (~0.7) on one axis with an L1 loss of
     0.004 would flatten the L1 curve into the bottom edge."""
     train, val = read_log(run_dir)
-    panels = [_panel(f"training {k}", {k: v}) for k, v in train.items()] or [_panel("training losses", {})]
+    panels = [_panel("learning rate (generator)" if k == "lr" else f"training {k}", {k: v}) for k, v in train.items()]
+    panels = panels or [_panel("training losses", {})]
     panels += [_panel(f"validation {k}", {k: v}) for k, v in val.items()]
     if len(panels) % 2:
         panels.append(np.full_like(panels[0], 255))
