@@ -256,7 +256,8 @@ def test_two_inputs_onto_one_output_are_refused_before_anything_runs(tmp_path: P
     # png and jpg of one name, both written as png
     image(tmp_path / "mix" / "p.png"), image(tmp_path / "mix" / "p.jpg")
     assert upscale(tmp_path / "mix", "-o", out, "-m", near4, "--format", "png") == 1
-    assert "would be written from both" in capsys.readouterr().err and not out.exists()
+    err = capsys.readouterr().err
+    assert "would be written from both" in err and "they differ only in extension: leave out --format" in err and not out.exists()
 
 
 def test_an_image_named_twice_is_upscaled_once(tmp_path: Path, near4: Path, capsys) -> None:

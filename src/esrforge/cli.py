@@ -219,7 +219,10 @@ def plan_outputs(
             if first.resolve() == src.resolve():
                 continue  # the same image named twice (a folder and a file in it): once is enough
             # Refused up front: one of the two would be skipped or overwritten without a word.
-            raise CommandError(f"{dst} would be written from both {first} and {src}; upscale them in separate runs or folders")
+            how = "upscale them in separate runs or folders"
+            if fmt != "same" and first.suffix.lower() != src.suffix.lower():  # astro.jpg and astro.webp -> astro.png
+                how = f"they differ only in extension: leave out --format (each keeps its own), or {how}"
+            raise CommandError(f"{dst} would be written from both {first} and {src}; {how}")
         jobs.append(Job(src, dst))
     return jobs
 
