@@ -210,7 +210,7 @@ def test_a_pretrain_file_of_another_architecture_is_refused_even_when_not_strict
     torch.save({"params": sd}, tmp_path / "compact.pth")
     cfg = CONFIGS / "finetune.yml"
     o = tiny_overrides("other", workspace, cfg, iterations=1) + [f"pretrain.generator={tmp_path / 'compact.pth'}", "pretrain.strict=false"]
-    with pytest.raises(TrainingError, match=rf"pretrain.generator: .*compact.pth: none of its {len(sd)} tensors fits the generator"):
+    with pytest.raises(TrainingError, match=rf"pretrain.generator: .*compact.pth: none of its {len(sd)} tensors fits the generator .*; the file is compact, the config's generator rrdbnet; leave the generator section out"):
         train(cfg, runs_dir=tmp_path, overrides=o, quiet=True)
 
 
@@ -403,7 +403,7 @@ def test_pretrain_strict_and_partial(workspace, tmp_path, capsys):
     cfg = CONFIGS / "finetune.yml"
     o = tiny_overrides("ft", workspace, cfg, iterations=1)
     bad = o + ["generator.num_grow_ch=6"]
-    with pytest.raises(TrainingError, match="does not fit the generator.*strict: false"):
+    with pytest.raises(TrainingError, match=r"does not fit the generator .*; the file has num_grow_ch 4 \(config: 6\); leave the generator section out to take the file's; or set pretrain.strict: false"):
         train(cfg, runs_dir=tmp_path, overrides=bad, quiet=True)
     assert train(cfg, runs_dir=tmp_path, overrides=bad + ["pretrain.strict=false", "name=ft2"]) == 0
     out = capsys.readouterr().out

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from esrforge.archs import build
+from esrforge.archs import ARCHS, build
 from esrforge.data.datasets import DatasetError, SRDataset, pair_sizes_match, scan_images, seed_for
 from esrforge.data.pipeline import load_pipeline
 from esrforge.data.resize import imresize
@@ -156,8 +156,19 @@ def _optimizer(params: Any, cfg: Any, device: torch.device) -> torch.optim.Optim
 
 def load_pretrained(net: nn.Module, path: str, *, strict: bool, what: str, generator: bool) -> list[str]:
     """Load weights from any file the upscaler reads (any layout). Returns the skipped keys."""
+    mismatch = ""
     if generator:
-        src = load_model(path).module.state_dict()
+        loaded = load_model(path)
+        src = loaded.module.state_dict()
+        theirs, mine = loaded.descriptor, getattr(net, "hparams", dict)()
+        arch = next((name for name, cls in ARCHS.items() if type(net) is cls), theirs.arch)
+        if theirs.arch != arch:
+            mismatch = f"; the file is {theirs.arch}, the config's generator {arch}"
+        else:
+            diff = [f"{k} {theirs.hparams[k]} (config: {mine[k]})" for k in theirs.hparams if k in mine and theirs.hparams[k] != mine[k]]
+            mismatch = f"; the file has {', '.join(diff)}" if diff else ""
+        if mismatch:
+            mismatch += "; leave the generator section out to take the file's"
     else:
         raw, _ = read_raw(path)
         src = unwrap(raw, path)
@@ -165,11 +176,11 @@ def load_pretrained(net: nn.Module, path: str, *, strict: bool, what: str, gener
     matching = {k: v for k, v in src.items() if k in want and v.shape == want[k].shape}
     skipped = sorted(set(want) - set(matching)) + sorted(set(src) - set(want))
     if not matching:
-        raise TrainingError(f"{path}: none of its {len(src)} tensors fits the {what} (another architecture or size?)")
+        raise TrainingError(f"{path}: none of its {len(src)} tensors fits the {what} (another architecture or size?){mismatch}")
     if strict and skipped:
         raise TrainingError(
-            f"{path}: does not fit the {what} ({len(skipped)} tensors differ, e.g. {', '.join(skipped[:3])}); "
-            "set pretrain.strict: false to load the matching tensors only"
+            f"{path}: does not fit the {what} ({len(skipped)} tensors differ, e.g. {', '.join(skipped[:3])}){mismatch}; "
+            "or set pretrain.strict: false to load the matching tensors only"
         )
     net.load_state_dict({**want, **{k: v.to(want[k].dtype) for k, v in matching.items()}})
     return skipped
