@@ -1106,3 +1106,29 @@ def test_any_failure_of_one_image_is_reported_and_the_run_goes_on(tmp_path: Path
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert err == [f"error: {src / 'b.tif'}: not a readable image (damaged header: unpack requires a buffer of 4 bytes)",
                    f"error: {src / 'd.png'}: unexpected KeyError: 101"]
+
+
+def test_eval_scores_a_model_as_papers_do(tmp_path: Path, near4: Path, capsys) -> None:
+    """HR mod-cropped, LR from --lr (or MATLAB bicubic), Y-channel PSNR/SSIM with the border of
+    the scale cropped: the numbers `esrforge metrics --y-channel --crop-border 4` gives for the
+    same upscaled images."""
+    from esrforge.metrics import psnr, ssim
+
+    hr = {n: photo_like(30, 35, seed=i) for i, n in enumerate(("a", "b"))}
+    for n, img in hr.items():
+        write_image(tmp_path / "hr" / f"{n}.png", img)
+        write_image(tmp_path / "lr" / f"{n}.png", img[:28:4, :32:4])  # every 4th pixel: nearest x4 undoes it exactly at those
+    assert cli("eval", tmp_path / "hr", "-m", near4, "--lr", tmp_path / "lr", "--precision", "fp32", "--json", "--save", tmp_path / "sr") == 0
+    got = json.loads(capsys.readouterr().out)
+    for row in got["images"]:
+        sr, ref = read_image(tmp_path / "sr" / f"{row['name']}.png"), hr[row["name"]][:28, :32]
+        np.testing.assert_array_equal(sr, nearest(ref[::4, ::4], 4))
+        assert row["psnr"] == pytest.approx(psnr(sr, ref, crop_border=4, y_channel=True))
+        assert row["ssim"] == pytest.approx(ssim(sr, ref, crop_border=4, y_channel=True))
+        assert row["psnr_rgb"] == pytest.approx(psnr(sr, ref, crop_border=4))
+    assert got["mean"]["psnr"] == pytest.approx(np.mean([r["psnr"] for r in got["images"]]))
+    (tmp_path / "lr" / "b.png").unlink()
+    assert cli("eval", tmp_path / "hr", "-m", near4, "--lr", tmp_path / "lr", "--precision", "fp32") == 1
+    out, err = capsys.readouterr()
+    assert f"{tmp_path / 'hr' / 'b.png'}: no LR partner in {tmp_path / 'lr'}" in err and out.split()[:2] == ["a", "PSNR"]
+    assert cli("eval", tmp_path / "nothing", "-m", near4) == 1

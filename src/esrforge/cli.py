@@ -567,6 +567,16 @@ def metrics(sr: Path, hr: Path, *, crop_border: int = 0, y_channel: bool = False
     return metrics_command(sr, hr, crop_border=crop_border, y_channel=y_channel, as_json=as_json)
 
 
+def eval_(hr: Path, **options: Any) -> int:
+    """Score a model on a test set as papers do: esrforge.metrics.evaluate.eval_command (torch
+    loads only when the command runs)."""
+    from esrforge.metrics.evaluate import eval_command
+
+    if options.get("save") is not None:
+        check_writable(options["save"], folder=True)
+    return eval_command(hr, **options)
+
+
 # --- argument parsing ------------------------------------------------------------------------------
 
 
@@ -655,6 +665,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--y-channel", action="store_true", help="compare the BT.601 luma only (papers do)")
     s.add_argument("--json", dest="as_json", action="store_true")
 
+    s = sub.add_parser("eval", help="score a model on a test set (HR images) as papers do: Y-channel PSNR/SSIM")
+    s.add_argument("hr", type=Path, metavar="HR_DIR", help="HR images, e.g. Set14/HR (searched recursively)")
+    s.add_argument("-m", "--model", dest="models", action="append", default=[], metavar="MODEL",
+                   help="model file or bundled name; repeat to chain (default: the bundled default)")
+    s.add_argument("--lr", dest="lr_dir", type=Path, metavar="LR_DIR", help="LR partners by name (default: MATLAB bicubic of each HR)")
+    s.add_argument("--crop-border", type=int, default=None, help="pixels removed on each side (default: the scale)")
+    s.add_argument("--save", type=Path, metavar="DIR", help="also write the upscaled images here, as PNG")
+    s.add_argument("--json", dest="as_json", action="store_true")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    s.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+
     s = sub.add_parser("models", help="list the models bundled with esrforge")
     s.add_argument("--json", dest="as_json", action="store_true")
 
@@ -713,7 +734,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             silence_opencv(cv2)
         func = {
-            "upscale": upscale, "degrade": degrade, "split": split, "train": train, "plot": plot, "metrics": metrics,
+            "upscale": upscale, "degrade": degrade, "split": split, "train": train, "plot": plot, "metrics": metrics, "eval": eval_,
             "models": models, "info": info, "convert": convert, "interpolate": interpolate,
         }[command]
 

@@ -98,17 +98,24 @@ def metrics_command(sr: Path, hr: Path, *, crop_border: int = 0, y_channel: bool
                else f"no image pairs to compare in {sr} and {hr}")
         return 1
 
-    mean = {k: math.fsum(r[k] for r in rows) / len(rows) for k in ("psnr", "ssim")}
+    print_scores(rows, ("psnr", "ssim"), as_json=as_json)
+    return 1 if problems else 0
+
+
+_LABELS = {"psnr": "PSNR {:8.4f} dB", "ssim": "SSIM {:.4f}", "psnr_rgb": "RGB PSNR {:8.4f} dB"}
+
+
+def print_scores(rows: list[dict], keys: tuple[str, ...], *, as_json: bool) -> None:
+    """One line per image and the mean, or `{"mean": {...}, "images": [{"name": ..., ...}]}`."""
+    mean = {k: math.fsum(r[k] for r in rows) / len(rows) for k in keys}
     if as_json:
         out = {"mean": {k: _json_number(v) for k, v in mean.items()},
-               "images": [{"name": r["name"], "psnr": _json_number(r["psnr"]), "ssim": _json_number(r["ssim"])}
-                          for r in rows]}
+               "images": [{"name": r["name"], **{k: _json_number(r[k]) for k in keys}} for r in rows]}
         print(json.dumps(out, indent=2, allow_nan=False))
     else:
         width = max(len(r["name"]) for r in [*rows, {"name": "mean"}])
         for r in [*rows, {"name": "mean", **mean}]:
-            print(f"{r['name']:<{width}}  PSNR {r['psnr']:8.4f} dB  SSIM {r['ssim']:.4f}")
-    return 1 if problems else 0
+            print(f"{r['name']:<{width}}  " + "  ".join(_LABELS[k].format(r[k]) for k in keys))
 
 
 def _dims(shape: tuple[int, ...]) -> str:

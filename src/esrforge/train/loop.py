@@ -29,7 +29,6 @@ from torch.utils.data import DataLoader, Dataset
 from esrforge.archs import ARCHS, build
 from esrforge.data.datasets import DatasetError, SRDataset, pair_sizes_match, scan_images, seed_for
 from esrforge.data.pipeline import load_pipeline
-from esrforge.data.resize import imresize
 from esrforge.data.sharpen import Sharpen, usm_sharpen
 from esrforge.fileio import atomic_save
 from esrforge.infer.device import cpu_has_fast_bf16, resolve_device, slow_precision_note, tune_cpu_allocator
@@ -629,11 +628,6 @@ def val_pairs(cfg: TrainConfig) -> list[tuple[str, Path, Path | None]]:
     return [(k, p, lr.get(k)) for k, p in hr.items()]
 
 
-def _to_u8(x: Tensor) -> np.ndarray:
-    """1 x C x H x W float in [0, 1] -> H x W x C uint8 (validation compares 8-bit images, as papers do)."""
-    return (x[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-
-
 def validate(run: Run) -> dict[str, float]:
     """PSNR/SSIM as papers report them (Y channel, border = scale) plus RGB PSNR; saves
     bicubic | output | HR strips for the first images; tracks the best PSNR.
@@ -653,10 +647,9 @@ def validate(run: Run) -> dict[str, float]:
 def _validate(run: Run) -> dict[str, float]:
     import cv2
 
-    from esrforge.data.datasets import to_tensor
     from esrforge.images import read_image, write_image
     from esrforge.infer.upscale import Upscaler
-    from esrforge.metrics.psnr_ssim import psnr, ssim
+    from esrforge.metrics.evaluate import score_pair
     from esrforge.modelio.detect import LoadedModel
 
     cfg = run.cfg
@@ -674,18 +667,11 @@ def _validate(run: Run) -> dict[str, float]:
     run.val_images = []
     out_dir = run.run_dir / "visualization" / f"{run.iteration:08d}"
     for i, (key, hr_path, lr_path) in enumerate(val_pairs(cfg)):
-        hr = to_tensor(read_image(hr_path), ch).unsqueeze(0)
-        h, w = hr.shape[-2] // cfg.scale * cfg.scale, hr.shape[-1] // cfg.scale * cfg.scale
-        hr = hr[..., :h, :w]
-        if lr_path is not None:
-            lr = to_tensor(read_image(lr_path), ch).unsqueeze(0)[..., : h // cfg.scale, : w // cfg.scale]
-        else:
-            lr = imresize(hr, 1 / cfg.scale)
-        lr8, hr8 = _to_u8(lr), _to_u8(hr)
-        sr8 = up.upscale(lr8)
-        scores["psnr"].append(psnr(sr8, hr8, crop_border=border, y_channel=True))
-        scores["ssim"].append(ssim(sr8, hr8, crop_border=border, y_channel=True))
-        scores["psnr_rgb"].append(psnr(sr8, hr8, crop_border=border))
+        lr_img = read_image(lr_path) if lr_path is not None else None
+        got, lr8, sr8, hr8 = score_pair(up, read_image(hr_path), lr_img, scale=cfg.scale, channels=ch, crop_border=border)
+        for k, value in got.items():
+            scores[k].append(value)
+        h, w = hr8.shape[:2]
         if i < v.save_images:
             bicubic = cv2.resize(lr8, (w, h), interpolation=cv2.INTER_CUBIC).reshape(h, w, -1)
             strip = np.concatenate([bicubic, sr8, hr8], axis=1)[:, :, :3]
