@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from esrforge import __version__
+from esrforge.fileio import error_text, file_error_text  # light: no torch, no OpenCV
 from esrforge.train import TrainingError  # light: the class only, no torch
 
 if TYPE_CHECKING:
@@ -253,20 +254,8 @@ def _tile_arg(value: str) -> int | str:
     return n
 
 
-def error_text(e: BaseException) -> str:
-    """An exception as one line; an OSError as `file: reason`, not `[Errno 13] ...: 'file'`."""
-    if isinstance(e, OSError) and e.filename is not None:
-        return f"{e.filename}: {e.strerror or e}"
-    text = str(e)
-    if text.startswith("OpenCV("):  # cv2.error: "OpenCV(5.0.0) /io/.../alloc.cpp:73: error: (-4:...) what\n"
-        text = "OpenCV: " + " ".join(text.split(" error: ", 1)[-1].split())
-    return text
-
-
 def _report(path: Path, e: BaseException) -> None:
     from tqdm import tqdm
-
-    from esrforge.data.degrade import file_error_text
 
     tqdm.write(f"error: {file_error_text(path, e)}", file=sys.stderr)
 
@@ -300,9 +289,6 @@ def upscale_jobs(
     from esrforge.images import NO_ALPHA_SUFFIXES, ImageError, read_image_and_metadata, webp_is_lossless, write_image
     from esrforge.infer.device import free_memory_bytes
 
-    # Whatever goes wrong with one image is reported with its name and the run goes on: one
-    # damaged file in a folder of thousands must not stop the rest.
-    per_image = Exception
     done = failed = 0
     pending: tuple[Job, Future[None], int] | None = None  # the write in flight, and its image's size
 
@@ -315,7 +301,7 @@ def upscale_jobs(
         try:
             fut.result()
             done += 1
-        except per_image as e:
+        except Exception as e:  # reported with its name; the run goes on
             _report(job.dst, e)
             failed += 1
 
@@ -340,7 +326,9 @@ def upscale_jobs(
                     tiles = tqdm(desc=job.src.name, unit="tile", leave=False, disable=not bars, dynamic_ncols=True, delay=2.0)
                     with tiles:
                         result = up.upscale(img, progress=tiles)
-                except per_image as e:
+                except Exception as e:
+                    # Whatever goes wrong with one image is reported with its name and the run
+                    # goes on: one damaged file in a folder of thousands must not stop the rest.
                     _report(job.src, e)
                     failed += 1
                     continue
@@ -382,11 +370,12 @@ def upscale(
 
         models = [DEFAULT_MODEL]
     jobs = plan_outputs(inputs, output, suffix=suffix, fmt=fmt)
+    one_file = len(jobs) == 1 and jobs[0].dst == output  # -o names the output file, not a folder
     if overwrite is None:  # a file named by -o is what the user asked to get (as cp, Real-ESRGAN); a folder run resumes
-        overwrite = len(jobs) == 1 and jobs[0].dst == output
+        overwrite = one_file
     if lossless and any(j.dst.suffix.lower() in (".jpg", ".jpeg") for j in jobs):
         raise CommandError("--lossless: JPEG has no lossless mode; use --format webp or png")
-    check_writable(output, folder=not (len(jobs) == 1 and jobs[0].dst == output))
+    check_writable(output, folder=not one_file)
     input_files = {j.src.resolve() for j in jobs}
     loaded = [load_model(m) for m in models]
     try:

@@ -1,6 +1,7 @@
-"""Files written whole or not at all: a temporary name in the same folder, then a rename.
+"""Files written whole or not at all: a temporary name in the same folder, then a rename; and
+the one-line text of a file's error.
 
-Kept free of torch so that image I/O does not import it."""
+Kept free of torch and OpenCV so that image I/O and the command line do not import them."""
 
 from __future__ import annotations
 
@@ -41,3 +42,24 @@ def atomic_save(path: str | os.PathLike[str], write: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def error_text(e: BaseException) -> str:
+    """An exception as one line; an OSError as `file: reason`, not `[Errno 13] ...: 'file'`."""
+    if isinstance(e, OSError) and e.filename is not None:
+        return f"{e.filename}: {e.strerror or e}"
+    text = str(e)
+    if text.startswith("OpenCV("):  # cv2.error: "OpenCV(5.0.0) /io/.../alloc.cpp:73: error: (-4:...) what\n"
+        text = "OpenCV: " + " ".join(text.split(" error: ", 1)[-1].split())
+    return text
+
+
+def file_error_text(src: Path, e: BaseException) -> str:
+    """The error of one file's job as one line, led by the file's name unless it names it
+    already. The kinds a damaged or unwritable file raises (ValueError, which ImageError and
+    DatasetError are; OSError; MemoryError; OpenCV's error) speak for themselves; any other is
+    named, since its message alone may mean nothing."""
+    text = error_text(e)
+    if not isinstance(e, (ValueError, OSError, MemoryError)) and type(e).__module__ != "cv2":  # cv2 not imported here
+        text = f"unexpected {type(e).__name__}: {text}"
+    return text if str(src) in text else f"{src}: {text}"

@@ -15,6 +15,7 @@ import torch
 
 from esrforge.data.datasets import DatasetError, scan_images, seed_for
 from esrforge.data.pipeline import Pipeline
+from esrforge.fileio import file_error_text
 from esrforge.images import IMAGE_SUFFIXES, read_image_and_metadata, visible_files, write_image
 from esrforge.infer.tiling import Progress
 
@@ -51,9 +52,6 @@ def _init_worker() -> None:
     torch.set_num_threads(1)  # workers x threads should not exceed the cores
 
 
-# A file that does not decode or cannot be written (ImageError and DatasetError are ValueErrors):
-# reported with its name, and the other files are still done.
-FILE_ERRORS = (ValueError, OSError, cv2.error)
 J = TypeVar("J", bound=tuple)
 R = TypeVar("R")
 
@@ -78,17 +76,6 @@ def run_file_jobs(
         for fut in cf.as_completed(futures):
             exc = fut.exception()
             yield futures[fut], (fut.result() if exc is None else None), exc
-
-
-def file_error_text(src: Path, e: BaseException) -> str:
-    """The error as one line, led by the file's name unless it names the file already; an
-    exception of a kind no check raises is named, since its message alone may mean nothing."""
-    from esrforge.cli import error_text
-
-    text = error_text(e)
-    if not isinstance(e, FILE_ERRORS + (MemoryError,)):
-        text = f"unexpected {type(e).__name__}: {text}"
-    return text if str(src) in text else f"{src}: {text}"
 
 
 def degrade_folder(

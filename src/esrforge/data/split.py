@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from esrforge.data.datasets import DatasetError, pair_sizes_match, scan_images
-from esrforge.data.degrade import file_error_text, run_file_jobs
+from esrforge.data.degrade import run_file_jobs
+from esrforge.fileio import file_error_text
 from esrforge.images import IMAGE_SUFFIXES, read_image_and_metadata, visible_files, write_image
 from esrforge.infer.tiling import Progress
 
